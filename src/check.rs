@@ -1,0 +1,110 @@
+//! `wsgate check`: load and translate offline exactly as `run` does, and report.
+
+use crate::ir::{Listener, Route, RouteTable};
+use crate::source::files::{self, LoadError};
+use crate::translate::{self, Diagnostic, Options, Severity};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Everything `check` found.
+#[derive(Debug)]
+pub struct Report {
+    /// Files or documents that could not be read.
+    pub load_errors: Vec<LoadError>,
+    /// Skipped documents.
+    pub load_warnings: Vec<LoadError>,
+    /// Translation errors and warnings.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The resulting routing table.
+    pub table: RouteTable,
+}
+
+impl Report {
+    /// Whether `run` would refuse this configuration.
+    pub fn has_errors(&self) -> bool {
+        !self.load_errors.is_empty()
+            || self
+                .diagnostics
+                .iter()
+                .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Loads and translates `path`.
+pub fn check(path: &Path, options: &Options) -> Report {
+    let loaded = files::load(path);
+    let t = translate::translate(&loaded.snapshot, options);
+    Report {
+        load_errors: loaded.errors,
+        load_warnings: loaded.warnings,
+        diagnostics: t.diagnostics,
+        table: t.table,
+    }
+}
+
+/// The human-readable report `wsgate check` prints.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for e in &report.load_errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+    for w in &report.load_warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    for d in &report.diagnostics {
+        let _ = writeln!(out, "{d}");
+    }
+    out.push_str(&render_table(&report.table));
+    let errors = report.load_errors.len()
+        + report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+    let warnings = report.load_warnings.len() + report.diagnostics.len()
+        - report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+    let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
+    out
+}
+
+/// The routing table as indented text.
+pub fn render_table(table: &RouteTable) -> String {
+    let mut out = String::from("routing table:\n");
+    let line = |out: &mut String, indent: &str, label: String, r: &Route| {
+        let b = &table.backends[r.backend];
+        let eps: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();
+        let eps = if eps.is_empty() {
+            "no endpoints (503)".to_string()
+        } else {
+            eps.join(", ")
+        };
+        let _ = writeln!(out, "{indent}{label} -> {} [{}] route={}", b.id, eps, r.id);
+    };
+    for Listener {
+        port,
+        protocol,
+        virtual_hosts,
+        default_route,
+    } in table.listeners.iter()
+    {
+        let _ = writeln!(out, "  listener :{port} ({protocol:?})");
+        for vh in virtual_hosts.iter() {
+            let _ = writeln!(out, "    host {}", vh.host);
+            for r in vh.routes.iter() {
+                let kind = match r.path {
+                    crate::ir::PathMatch::Exact(_) => "Exact",
+                    crate::ir::PathMatch::Prefix(_) => "Prefix",
+                };
+                line(&mut out, "      ", format!("{kind} {}", r.path.path()), r);
+            }
+        }
+        if let Some(r) = default_route {
+            line(&mut out, "    ", "default".into(), r);
+        }
+    }
+    out
+}

@@ -1,0 +1,276 @@
+//! The immutable routing table (IR): listeners -> virtual hosts -> routes -> backends.
+//!
+//! Plain data produced by `translate()` and consumed by the proxy. Nothing here does I/O.
+
+mod matching;
+mod timeout;
+
+pub use matching::{HostMatch, PathMatch};
+pub use timeout::Timeout;
+
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The whole routing table one request sees.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RouteTable {
+    /// Listeners sorted by port; one per bound port.
+    pub listeners: Arc<[Listener]>,
+    /// Every backend referenced by a route; routes refer to them by index.
+    pub backends: Arc<[Backend]>,
+}
+
+/// One listening port and the virtual hosts served on it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Listener {
+    /// TCP port the proxy binds.
+    pub port: u16,
+    /// Transport protocol of the port.
+    pub protocol: ListenerProtocol,
+    /// Virtual hosts, most specific first (exact, then longer wildcards, then any).
+    pub virtual_hosts: Arc<[VirtualHost]>,
+    /// Route used when no host/path rule matches (Ingress `defaultBackend`).
+    pub default_route: Option<Route>,
+}
+
+/// Plain HTTP or TLS on a listener port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ListenerProtocol {
+    /// Cleartext HTTP/1.1.
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+}
+
+/// Routes served for one host pattern.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VirtualHost {
+    /// Which `Host` values this virtual host answers.
+    pub host: HostMatch,
+    /// Routes in precedence order: the first match wins.
+    pub routes: Arc<[Route]>,
+}
+
+/// One path rule and where it goes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Route {
+    /// Metric/log name: `NAMESPACE/NAME/RULE`.
+    pub id: Arc<str>,
+    /// Which request paths match.
+    pub path: PathMatch,
+    /// Index into [`RouteTable::backends`].
+    pub backend: usize,
+}
+
+/// A backend pool with its resolved endpoints and the settings that govern traffic to it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Backend {
+    /// Stable identity of the pool across table swaps, e.g. `apps/chat/pool-name` or
+    /// `apps/svc:8080` for an Ingress backend; keys health and balancing state.
+    pub id: Arc<str>,
+    /// Resolved endpoints (only ready ones).
+    pub endpoints: Arc<[Endpoint]>,
+    /// Timeouts, WebSocket policy, balancing, cache.
+    pub settings: BackendSettings,
+}
+
+/// One backend address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Endpoint {
+    /// IP address or DNS name.
+    pub host: Arc<str>,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Protocol spoken to the backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum BackendProtocol {
+    /// Cleartext.
+    #[default]
+    Http,
+    /// TLS, verifying the backend certificate.
+    Https,
+}
+
+/// How an endpoint is chosen for a new request or session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum LoadBalancing {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest open sessions and in-flight requests.
+    LeastConnections,
+    /// Hash of a request attribute, stable under endpoint churn.
+    ConsistentHash(HashOn),
+}
+
+/// What a consistent hash is computed over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum HashOn {
+    /// A cookie's value.
+    Cookie(String),
+    /// A request header's value.
+    Header(String),
+    /// The client IP.
+    SourceIp,
+}
+
+/// Settings that govern traffic to one backend (Gateway `backendSettings`, Ingress annotations).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BackendSettings {
+    /// HTTP or HTTPS to the backend.
+    pub protocol: BackendProtocol,
+    /// TCP (+TLS) connect limit.
+    pub connect_timeout: Timeout,
+    /// Response-header / 101 limit; also the no-frame-at-all limit of a session.
+    pub request_timeout: Timeout,
+    /// Endpoint choice.
+    pub load_balancing: LoadBalancing,
+    /// WebSocket policy.
+    pub websocket: WebSocketSettings,
+    /// Whether the HTTP response cache applies (never to upgrades).
+    pub cache: bool,
+    /// Active health probe, if any.
+    pub probe: Option<Probe>,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        Self {
+            protocol: BackendProtocol::Http,
+            connect_timeout: Timeout::secs(5),
+            request_timeout: Timeout::secs(60),
+            load_balancing: LoadBalancing::RoundRobin,
+            websocket: WebSocketSettings::default(),
+            cache: false,
+            probe: None,
+        }
+    }
+}
+
+/// WebSocket policy of a backend.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WebSocketSettings {
+    /// `false`: upgrade requests get 403.
+    pub enabled: bool,
+    /// Proxy ping cadence; off = no proxy pings.
+    pub ping_interval: Timeout,
+    /// No data frame either way for this long closes the session.
+    pub idle_timeout: Timeout,
+    /// Hard session age.
+    pub max_session_duration: Timeout,
+    /// Largest message allowed; 0 = unlimited.
+    pub max_message_bytes: u64,
+    /// Open sessions per routing rule and replica; 0 = unlimited.
+    pub max_connections: u32,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_interval: Timeout::secs(20),
+            idle_timeout: Timeout::Off,
+            max_session_duration: Timeout::Off,
+            max_message_bytes: 0,
+            max_connections: 0,
+        }
+    }
+}
+
+/// An active HTTP health probe.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Probe {
+    /// HTTP or HTTPS.
+    pub protocol: BackendProtocol,
+    /// Request path.
+    pub path: String,
+    /// Host header; empty = the endpoint address.
+    pub host: String,
+    /// Port; 0 = the endpoint's port.
+    pub port: u16,
+    /// Time between probes.
+    pub interval: Timeout,
+    /// Time a probe may take.
+    pub timeout: Timeout,
+    /// Consecutive failures that mark an endpoint down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that mark it up again.
+    pub healthy_threshold: u32,
+    /// Accepted status ranges, inclusive.
+    pub status_codes: Vec<(u16, u16)>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self {
+            protocol: BackendProtocol::Http,
+            path: "/".into(),
+            host: String::new(),
+            port: 0,
+            interval: Timeout::secs(10),
+            timeout: Timeout::secs(5),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            status_codes: vec![(200, 399)],
+        }
+    }
+}
+
+impl RouteTable {
+    /// The listener bound to `port`, if any.
+    pub fn listener(&self, port: u16) -> Option<&Listener> {
+        self.listeners
+            .binary_search_by_key(&port, |l| l.port)
+            .ok()
+            .map(|i| &self.listeners[i])
+    }
+
+    /// Finds the route for a request on `port` with `host` (no port part) and `path`.
+    pub fn route(&self, port: u16, host: &str, path: &str) -> Option<(&Route, &Backend)> {
+        let listener = self.listener(port)?;
+        let route = listener
+            .virtual_hosts
+            .iter()
+            .find(|vh| vh.host.matches(host))
+            .and_then(|vh| vh.routes.iter().find(|r| r.path.matches(path)))
+            .or(listener.default_route.as_ref())?;
+        let backend = self.backends.get(route.backend)?;
+        Some((route, backend))
+    }
+
+    /// Checks internal consistency (sorted unique ports, backend indices in range).
+    pub fn validate(&self) -> Result<(), String> {
+        for pair in self.listeners.windows(2) {
+            if pair[0].port >= pair[1].port {
+                return Err(format!(
+                    "listeners not sorted/unique at port {}",
+                    pair[1].port
+                ));
+            }
+        }
+        for l in self.listeners.iter() {
+            let routes = l.virtual_hosts.iter().flat_map(|vh| vh.routes.iter());
+            for r in routes.chain(l.default_route.iter()) {
+                if r.backend >= self.backends.len() {
+                    return Err(format!(
+                        "route {} refers to missing backend {}",
+                        r.id, r.backend
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

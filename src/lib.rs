@@ -1,0 +1,15 @@
+//! wsgate: a WebSocket-first Kubernetes ingress controller and reverse proxy.
+//!
+//! Data flows one way: `source` -> `translate` -> `ir` -> `proxy` (through an `ArcSwap`).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod crd;
+pub mod ir;
+pub mod metrics;
+pub mod proxy;
+pub mod source;
+pub mod translate;

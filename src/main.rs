@@ -1,0 +1,106 @@
+//! The `wsgate` binary: parses the command line and hands over to the library.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use wsgate::cli::{Cli, Command, LogFormat, RunArgs};
+use wsgate::translate::Options;
+
+fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    let format = args
+        .log_format
+        .unwrap_or(if std::io::stdout().is_terminal() {
+            LogFormat::Text
+        } else {
+            LogFormat::Json
+        });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args)?;
+    for flag in args.not_yet_enforced() {
+        tracing::warn!(flag, "flag accepted but not acted on yet in this version");
+    }
+    let Some(config) = args.config.clone() else {
+        bail!(
+            "controller mode (--kubernetes) is not available in this version yet; use --config PATH"
+        );
+    };
+    let cfg = wsgate::app::RunConfig {
+        config,
+        options: Options {
+            ingress_class: args.ingress_class.clone(),
+            http_port: args.http_port,
+            https_port: args.https_port,
+        },
+        proxy: wsgate::proxy::ProxySettings {
+            bind: args.bind,
+            trusted_proxies: args.trusted_proxies.clone(),
+            header_timeout: args.header_timeout,
+            max_header_bytes: args.max_header_bytes,
+        },
+        admin_port: args.admin_port,
+        shutdown_drain: args.shutdown_drain,
+    };
+    let server = wsgate::app::Server::start(cfg, wsgate::metrics::Metrics::new()).await?;
+    server.run_until_signal().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => match wsgate::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check(a) => {
+            let options = Options {
+                ingress_class: a.ingress_class,
+                http_port: a.http_port,
+                https_port: a.https_port,
+            };
+            let report = wsgate::check::check(&a.path, &options);
+            print!("{}", wsgate::check::render(&report));
+            if report.has_errors() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Plain HTTP forwarding over pooled keep-alive upstream connections.
+
+use super::headers::{set_forwarding, strip_hop_by_hop};
+use super::pools::PoolRuntime;
+use super::server::ConnCtx;
+use super::{ProxyBody, respond};
+use crate::ir::Backend;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use std::error::Error as _;
+
+/// Why a backend exchange failed, mapped onto the status the client gets.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// No ready endpoint: 503.
+    #[error("no ready endpoints for this backend")]
+    NoEndpoints,
+    /// Connect or response too slow: 504.
+    #[error("backend {0} did not answer in time")]
+    Timeout(String),
+    /// Refused, reset or broken: 502.
+    #[error("backend {0} failed: {1}")]
+    Failed(String, String),
+}
+
+impl UpstreamError {
+    pub(crate) fn response(&self) -> Response<ProxyBody> {
+        let status = match self {
+            UpstreamError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Failed(..) => StatusCode::BAD_GATEWAY,
+        };
+        respond::text(status, &self.to_string())
+    }
+}
+
+/// Whether an error chain contains a timed-out I/O error.
+pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if err.to_string().contains("timed out") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Rewrites a client request head for the backend: hop-by-hop headers out, forwarding headers in,
+/// origin-form URI `http://endpoint/path?query`.
+pub(crate) fn prepare_head(
+    parts: &mut http::request::Parts,
+    endpoint: &str,
+    host: &str,
+    ctx: &ConnCtx,
+) -> Result<(), String> {
+    strip_hop_by_hop(&mut parts.headers);
+    set_forwarding(
+        &mut parts.headers,
+        ctx.client,
+        host,
+        &ctx.shared.settings.trusted_proxies,
+    );
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(if host.is_empty() { endpoint } else { host })
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = format!("http://{endpoint}{pq}")
+        .parse::<Uri>()
+        .map_err(|e| e.to_string())?;
+    parts.version = Version::HTTP_11;
+    Ok(())
+}
+
+/// Forwards a non-upgrade request and relays the response.
+pub(crate) async fn forward(
+    req: Request<Incoming>,
+    _route: &str,
+    backend: &Backend,
+    pool: &PoolRuntime,
+    host: &str,
+    ctx: &ConnCtx,
+) -> (Response<ProxyBody>, Option<String>) {
+    let Some(ep) = pool.pick(&backend.endpoints) else {
+        return (UpstreamError::NoEndpoints.response(), None);
+    };
+    let endpoint = ep.to_string();
+    let (mut parts, body) = req.into_parts();
+    if let Err(e) = prepare_head(&mut parts, &endpoint, host, ctx) {
+        return (
+            respond::text(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
+            None,
+        );
+    }
+    let call = pool.client.request(Request::from_parts(parts, body));
+    let result = match backend.settings.request_timeout.get() {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => {
+                return (
+                    UpstreamError::Timeout(endpoint.clone()).response(),
+                    Some(endpoint),
+                );
+            }
+        },
+        None => call.await,
+    };
+    let resp = match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Either::Left(body))
+        }
+        Err(e) if is_timeout(&e) => UpstreamError::Timeout(endpoint.clone()).response(),
+        Err(e) => {
+            let detail = e
+                .source()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
+            UpstreamError::Failed(endpoint.clone(), detail).response()
+        }
+    };
+    (resp, Some(endpoint))
+}

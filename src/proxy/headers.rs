@@ -1,0 +1,170 @@
+//! Header hygiene: hop-by-hop removal and the forwarding headers.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHENTICATE);
+}
+
+/// Whether a comma-separated header contains `token` (case-insensitive).
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What the proxy knows about the client side of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientInfo {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. Incoming values are kept (appended to)
+/// only when the peer is a trusted proxy; otherwise they are replaced, so clients cannot spoof them.
+pub fn set_forwarding(headers: &mut HeaderMap, client: ClientInfo, host: &str, trusted: &[IpNet]) {
+    let trusted_peer = trusted.iter().any(|n| n.contains(&client.peer));
+    let proto = if client.tls { "https" } else { "http" };
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let prior_xff = trusted_peer
+        .then(|| join_values(headers, &xff_name))
+        .flatten();
+    let xff = match prior_xff {
+        Some(p) => format!("{p}, {}", client.peer),
+        None => client.peer.to_string(),
+    };
+    let prior_fwd = trusted_peer
+        .then(|| join_values(headers, &header::FORWARDED))
+        .flatten();
+    let node = match client.peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let quoted_host = host.replace(['"', '\\'], "");
+    let fwd_elem = format!("for={node};proto={proto};host=\"{quoted_host}\"");
+    let fwd = match prior_fwd {
+        Some(p) => format!("{p}, {fwd_elem}"),
+        None => fwd_elem,
+    };
+    let keep_proto = trusted_peer && headers.contains_key("x-forwarded-proto");
+    let keep_host = trusted_peer && headers.contains_key("x-forwarded-host");
+    set(headers, xff_name, &xff);
+    set(headers, header::FORWARDED, &fwd);
+    if !keep_proto {
+        set(headers, HeaderName::from_static("x-forwarded-proto"), proto);
+    }
+    if !keep_host {
+        set(headers, HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+fn join_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let vals: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// The request host without port, lower-cased (from `Host`, else the URI authority).
+pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> String {
+    let raw = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let no_port = if raw.starts_with('[') {
+        raw.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
+    };
+    no_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        let client = ClientInfo {
+            peer: "10.1.2.3".parse().unwrap(),
+            tls: false,
+        };
+        set_forwarding(&mut h, client, "a.example", &[]);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http;host=\"a.example\"");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        set_forwarding(&mut h, client, "a.example", &trusted);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+    }
+
+    #[test]
+    fn host_without_port() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("Chat.Example.com:8080"));
+        assert_eq!(request_host(&h, &"/".parse().unwrap()), "chat.example.com");
+        h.insert("host", HeaderValue::from_static("[::1]:80"));
+        assert_eq!(request_host(&h, &"/".parse().unwrap()), "::1");
+    }
+}

@@ -1,0 +1,166 @@
+//! Opens and closes listening sockets as the table's set of ports changes.
+
+use super::Shared;
+use super::server;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A port that could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot listen on port {port}: {message}")]
+pub struct BindError {
+    /// The configured port.
+    pub port: u16,
+    /// Why.
+    pub message: String,
+}
+
+struct Running {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+}
+
+/// Counts open client connections so a drain can wait for them.
+#[derive(Default)]
+pub(crate) struct ConnCount {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// Decrements the count when a connection ends.
+pub(crate) struct ConnGuard(Arc<ConnCount>);
+
+impl ConnCount {
+    pub(crate) fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        ConnGuard(self.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+pub(crate) struct Listeners {
+    shared: Arc<Shared>,
+    running: tokio::sync::Mutex<HashMap<u16, Running>>,
+    bound: Mutex<Vec<(u16, SocketAddr)>>,
+    conns: Arc<ConnCount>,
+}
+
+impl Listeners {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            running: Default::default(),
+            bound: Default::default(),
+            conns: Default::default(),
+        }
+    }
+
+    /// Makes the set of open listeners equal to `ports`.
+    pub(crate) async fn sync(&self, ports: &[u16]) -> Vec<super::BindError> {
+        let mut running = self.running.lock().await;
+        running.retain(|port, r| {
+            let keep = ports.contains(port);
+            if !keep {
+                tracing::info!(port, "closing listener");
+                r.cancel.cancel();
+            }
+            keep
+        });
+        let mut errors = Vec::new();
+        for &port in ports {
+            if running.contains_key(&port) {
+                continue;
+            }
+            let addr = SocketAddr::new(self.shared.settings.bind, port);
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let local = listener.local_addr().unwrap_or(addr);
+                    tracing::info!(port, %local, "listening");
+                    let cancel = CancellationToken::new();
+                    tokio::spawn(accept_loop(
+                        listener,
+                        port,
+                        self.shared.clone(),
+                        self.conns.clone(),
+                        cancel.clone(),
+                    ));
+                    running.insert(
+                        port,
+                        Running {
+                            addr: local,
+                            cancel,
+                        },
+                    );
+                }
+                Err(e) => errors.push(super::BindError {
+                    port,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        let mut bound: Vec<(u16, SocketAddr)> = running.iter().map(|(p, r)| (*p, r.addr)).collect();
+        bound.sort();
+        *self.bound.lock().unwrap_or_else(|p| p.into_inner()) = bound;
+        errors
+    }
+
+    pub(crate) fn bound(&self) -> Vec<(u16, SocketAddr)> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) async fn close_all(&self) {
+        let mut running = self.running.lock().await;
+        for (_, r) in running.drain() {
+            r.cancel.cancel();
+        }
+    }
+
+    /// Resolves once no client connection is open.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.conns.idle.notified();
+            if self.conns.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    port: u16,
+    shared: Arc<Shared>,
+    conns: Arc<ConnCount>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let guard = conns.enter();
+                    tokio::spawn(server::serve(stream, peer, port, shared.clone(), guard));
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning; existing sessions go on.
+                    tracing::warn!(port, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The data plane: listeners, HTTP forwarding, the WebSocket gate and the frame-aware tunnel.
+//!
+//! One `ArcSwap<ActiveTable>` holds the routing table; each request loads it once. Swapping never
+//! touches established connections or sessions.
+
+mod forward;
+mod frames;
+mod handshake;
+mod headers;
+mod listeners;
+mod pools;
+mod respond;
+mod server;
+mod tunnel;
+mod websocket;
+
+pub use frames::{FrameInfo, FrameTracker};
+pub use handshake::{GateError, accept_key, check_client};
+pub use listeners::BindError;
+
+use crate::ir::{Backend, Route, RouteTable};
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+use pools::{PoolRegistry, PoolRuntime};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Body of every response the proxy sends: a relayed backend body or one of its own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Process-wide proxy settings from the command line.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// `--bind`.
+    pub bind: IpAddr,
+    /// `--trusted-proxies`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `--header-timeout`: the whole request head must arrive within it.
+    pub header_timeout: Duration,
+    /// `--max-header-bytes`.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// The routing table plus the runtime state (balancing, connection pools) of each backend.
+pub struct ActiveTable {
+    /// The IR as translated.
+    pub ir: Arc<RouteTable>,
+    pools: Vec<Arc<PoolRuntime>>,
+}
+
+impl ActiveTable {
+    fn route(
+        &self,
+        port: u16,
+        host: &str,
+        path: &str,
+    ) -> Option<(&Route, &Backend, &Arc<PoolRuntime>)> {
+        let (route, backend) = self.ir.route(port, host, path)?;
+        let pool = self.pools.get(route.backend)?;
+        Some((route, backend, pool))
+    }
+}
+
+pub(crate) struct Shared {
+    table: ArcSwap<ActiveTable>,
+    registry: PoolRegistry,
+    metrics: Metrics,
+    settings: ProxySettings,
+    ready: AtomicBool,
+    drain: watch::Sender<bool>,
+}
+
+/// Handle to the running proxy; cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: Arc<listeners::Listeners>,
+}
+
+impl Proxy {
+    /// A proxy with an empty table and no listeners yet.
+    pub fn new(settings: ProxySettings, metrics: Metrics) -> Self {
+        let registry = PoolRegistry::default();
+        let empty = ActiveTable {
+            ir: Arc::new(RouteTable::default()),
+            pools: Vec::new(),
+        };
+        let (drain, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(empty),
+            registry,
+            metrics,
+            settings,
+            ready: AtomicBool::new(false),
+            drain,
+        });
+        Self {
+            listeners: Arc::new(listeners::Listeners::new(shared.clone())),
+            shared,
+        }
+    }
+
+    /// Installs a new table and opens/closes listeners to match its ports. Open connections and
+    /// sessions keep running on what they started with. Returns the ports that failed to bind.
+    pub async fn apply(&self, table: RouteTable) -> Vec<BindError> {
+        let pools = table
+            .backends
+            .iter()
+            .map(|b| self.shared.registry.get(b))
+            .collect();
+        let ports: Vec<u16> = table.listeners.iter().map(|l| l.port).collect();
+        self.shared.table.store(Arc::new(ActiveTable {
+            ir: Arc::new(table),
+            pools,
+        }));
+        self.shared.registry.prune();
+        let errors = self.listeners.sync(&ports).await;
+        self.shared.ready.store(true, Ordering::SeqCst);
+        errors
+    }
+
+    /// The table now serving.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.shared.table.load().ir.clone()
+    }
+
+    /// Whether a first table is serving and no drain has started.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst) && !*self.shared.drain.borrow()
+    }
+
+    /// The ports actually bound (useful with port 0 in tests).
+    pub fn bound_ports(&self) -> Vec<(u16, std::net::SocketAddr)> {
+        self.listeners.bound()
+    }
+
+    /// Starts draining: readiness turns false, listeners stop accepting, HTTP connections finish
+    /// their in-flight request and close. Returns once no connection remains or `deadline` passed.
+    pub async fn drain(&self, deadline: Duration) {
+        self.shared.drain.send_replace(true);
+        self.listeners.close_all().await;
+        let _ = tokio::time::timeout(deadline, self.listeners.wait_idle()).await;
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}

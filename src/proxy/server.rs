@@ -1,0 +1,165 @@
+//! One client connection: HTTP/1.1 via hyper, request routing, and the per-request phases
+//! (route -> policy -> pick endpoint -> forward -> log/metrics).
+
+use super::headers::{ClientInfo, request_host};
+use super::listeners::ConnGuard;
+use super::{ProxyBody, Shared, forward, handshake, respond, websocket};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// Everything a request handler needs to know about its connection.
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) port: u16,
+    pub(crate) client: ClientInfo,
+    pub(crate) peer: SocketAddr,
+}
+
+/// Serves one accepted connection until it closes (upgraded sessions run on in their own task).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    shared: Arc<Shared>,
+    guard: ConnGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let ctx = Arc::new(ConnCtx {
+        client: ClientInfo {
+            peer: peer.ip(),
+            tls: false,
+        },
+        shared: shared.clone(),
+        port,
+        peer,
+    });
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.settings.header_timeout)
+        .max_buf_size(shared.settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut drain = shared.drain.subscribe();
+    let draining = *drain.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            changed = drain.changed(), if !draining => {
+                if changed.is_err() || *drain.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                }
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(guard);
+}
+
+/// Method label values are bounded so that clients cannot explode metric cardinality.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let method = method_label(req.method());
+    let table = ctx.shared.table.load_full();
+    let host = request_host(req.headers(), req.uri());
+    let path = req.uri().path().to_string();
+    let Some((route, backend, pool)) = table.route(ctx.port, &host, &path) else {
+        let resp = respond::text(
+            StatusCode::NOT_FOUND,
+            &format!("no route for host {host:?} path {path:?}"),
+        );
+        log_request(&ctx, "", method, &host, &path, resp.status(), start, None);
+        return resp;
+    };
+    let route_id = route.id.clone();
+    let (resp, endpoint) = if handshake::is_websocket_attempt(&req) {
+        websocket::open(req, &route_id, backend, pool, &host, &ctx).await
+    } else {
+        forward::forward(req, &route_id, backend, pool, &host, &ctx).await
+    };
+    log_request(
+        &ctx,
+        &route_id,
+        method,
+        &host,
+        &path,
+        resp.status(),
+        start,
+        endpoint.as_deref(),
+    );
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_request(
+    ctx: &ConnCtx,
+    route: &str,
+    method: &'static str,
+    host: &str,
+    path: &str,
+    status: StatusCode,
+    start: Instant,
+    endpoint: Option<&str>,
+) {
+    let m = &ctx.shared.metrics;
+    let code = status.as_str();
+    m.http_requests
+        .with_label_values(&[route, method, code])
+        .inc();
+    let elapsed = start.elapsed();
+    if !route.is_empty() {
+        m.http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+    tracing::info!(
+        target: "wsgate::access",
+        route,
+        client = %ctx.peer,
+        method,
+        host,
+        path,
+        status = status.as_u16(),
+        backend = endpoint.unwrap_or(""),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+}

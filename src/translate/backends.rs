@@ -1,0 +1,135 @@
+//! Resolves Service ports to ready endpoints through EndpointSlices, and static addresses.
+
+use crate::ir::Endpoint;
+use crate::source::Snapshot;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A Service port as an Ingress or Gateway names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PortRef {
+    /// By `port` number.
+    Number(i32),
+    /// By port `name`.
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Lookup tables over the snapshot's Services and EndpointSlices.
+pub(crate) struct Index<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+impl<'a> Index<'a> {
+    pub(crate) fn new(snapshot: &'a Snapshot) -> Self {
+        let mut services = HashMap::new();
+        for s in &snapshot.services {
+            if let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) {
+                services.insert((ns.as_str(), name.as_str()), s);
+            }
+        }
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for es in &snapshot.endpoint_slices {
+            let ns = es.metadata.namespace.as_deref().unwrap_or("default");
+            if let Some(svc) = es
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            {
+                slices.entry((ns, svc.as_str())).or_default().push(es);
+            }
+        }
+        Self { services, slices }
+    }
+
+    /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.
+    pub(crate) fn resolve(
+        &self,
+        ns: &str,
+        name: &str,
+        port: &PortRef,
+    ) -> Result<Vec<Endpoint>, String> {
+        let svc = self
+            .services
+            .get(&(ns, name))
+            .ok_or_else(|| format!("Service {ns}/{name} not found"))?;
+        let spec = svc
+            .spec
+            .as_ref()
+            .ok_or_else(|| format!("Service {ns}/{name} has no spec"))?;
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let sp = ports
+            .iter()
+            .find(|p| match port {
+                PortRef::Number(n) => p.port == *n,
+                PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+            })
+            .ok_or_else(|| format!("Service {ns}/{name} has no port {port}"))?;
+
+        if spec.type_.as_deref() == Some("ExternalName") {
+            let host = spec
+                .external_name
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| format!("ExternalName Service {ns}/{name} has no externalName"))?;
+            return Ok(vec![Endpoint {
+                host: host.into(),
+                port: to_port(sp.port)?,
+            }]);
+        }
+
+        let want_name = sp.name.as_deref().unwrap_or("");
+        let mut out = BTreeSet::new();
+        for es in self.slices.get(&(ns, name)).into_iter().flatten() {
+            let Some(ep_port) = es
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.name.as_deref().unwrap_or("") == want_name)
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            let port = to_port(ep_port)?;
+            for ep in es.endpoints.iter().flatten() {
+                // Kubernetes: a nil `ready` means ready; terminating endpoints report ready=false.
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if !ready {
+                    continue;
+                }
+                for addr in &ep.addresses {
+                    out.insert((addr.clone(), port));
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(host, port)| Endpoint {
+                host: Arc::from(host.as_str()),
+                port,
+            })
+            .collect())
+    }
+}
+
+fn to_port(p: i32) -> Result<u16, String> {
+    u16::try_from(p)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("port {p} is out of range"))
+}

@@ -1,0 +1,217 @@
+//! Assembles routes from every object into one table: merges listeners, orders virtual hosts and
+//! routes by precedence, and resolves conflicts (the oldest object wins; the others are warned).
+
+use super::diagnostics::{Diagnostics, ObjectRef};
+use crate::ir::{
+    Backend, HostMatch, Listener, ListenerProtocol, PathMatch, Route, RouteTable, VirtualHost,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Which object a route came from, ordered so that the oldest object wins a conflict.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Origin {
+    /// `creationTimestamp` as RFC 3339 text (`None` sorts first: file objects have none).
+    pub created: Option<String>,
+    /// The object.
+    pub object: ObjectRef,
+    /// Where in the object (for the conflict warning).
+    pub field: String,
+}
+
+struct Candidate {
+    port: u16,
+    host: HostMatch,
+    path: PathMatch,
+    id: Arc<str>,
+    backend: usize,
+    origin: Origin,
+}
+
+struct DefaultCandidate {
+    port: u16,
+    id: Arc<str>,
+    backend: usize,
+    origin: Origin,
+}
+
+/// Collects routes; [`TableBuilder::build`] makes the table.
+pub(crate) struct TableBuilder {
+    base_port: u16,
+    listeners: BTreeMap<u16, ListenerProtocol>,
+    backends: Vec<Backend>,
+    backend_index: HashMap<Arc<str>, Vec<usize>>,
+    candidates: Vec<Candidate>,
+    defaults: Vec<DefaultCandidate>,
+}
+
+impl TableBuilder {
+    /// A builder whose table always has a listener on `base_port` (the Ingress HTTP port).
+    pub(crate) fn new(base_port: u16) -> Self {
+        let mut listeners = BTreeMap::new();
+        listeners.insert(base_port, ListenerProtocol::Http);
+        Self {
+            base_port,
+            listeners,
+            backends: Vec::new(),
+            backend_index: HashMap::new(),
+            candidates: Vec::new(),
+            defaults: Vec::new(),
+        }
+    }
+
+    /// Declares a listener port; a port can carry only one protocol.
+    pub(crate) fn listener(&mut self, port: u16, protocol: ListenerProtocol) -> Result<(), String> {
+        match self.listeners.get(&port) {
+            Some(p) if *p != protocol => Err(format!(
+                "port {port} is already used with protocol {p:?} (default HTTP port {} is HTTP)",
+                self.base_port
+            )),
+            _ => {
+                self.listeners.insert(port, protocol);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds (or reuses an identical) backend and returns its index.
+    pub(crate) fn backend(&mut self, backend: Backend) -> usize {
+        let same = self.backend_index.entry(backend.id.clone()).or_default();
+        if let Some(&i) = same.iter().find(|&&i| self.backends[i] == backend) {
+            return i;
+        }
+        self.backends.push(backend);
+        same.push(self.backends.len() - 1);
+        self.backends.len() - 1
+    }
+
+    /// Adds a host/path route on a declared listener port.
+    pub(crate) fn route(
+        &mut self,
+        port: u16,
+        host: HostMatch,
+        path: PathMatch,
+        id: Arc<str>,
+        backend: usize,
+        origin: Origin,
+    ) {
+        self.candidates.push(Candidate {
+            port,
+            host,
+            path,
+            id,
+            backend,
+            origin,
+        });
+    }
+
+    /// Adds a catch-all route for a port (Ingress `defaultBackend`).
+    pub(crate) fn default_route(
+        &mut self,
+        port: u16,
+        id: Arc<str>,
+        backend: usize,
+        origin: Origin,
+    ) {
+        self.defaults.push(DefaultCandidate {
+            port,
+            id,
+            backend,
+            origin,
+        });
+    }
+
+    /// Resolves conflicts and orders everything by precedence.
+    pub(crate) fn build(mut self, diags: &mut Diagnostics) -> RouteTable {
+        // Oldest object first; equal timestamps fall back to kind/namespace/name, so the result
+        // never depends on input order.
+        self.candidates.sort_by(|a, b| a.origin.cmp(&b.origin));
+        self.defaults.sort_by(|a, b| a.origin.cmp(&b.origin));
+
+        let mut hosts: BTreeMap<u16, BTreeMap<HostMatch, Vec<Route>>> = BTreeMap::new();
+        let mut winners: HashMap<(u16, HostMatch, PathMatch), Origin> = HashMap::new();
+        for c in self.candidates {
+            let key = (c.port, c.host.clone(), c.path.clone());
+            if let Some(winner) = winners.get(&key) {
+                if winner.object != c.origin.object || winner.field != c.origin.field {
+                    diags.warn(
+                        &c.origin.object,
+                        &c.origin.field,
+                        format!(
+                            "host {} path {} on port {} is already routed by {} ({}); this rule is ignored",
+                            c.host,
+                            c.path.path(),
+                            c.port,
+                            winner.object,
+                            winner.field
+                        ),
+                    );
+                }
+                continue;
+            }
+            winners.insert(key, c.origin);
+            hosts
+                .entry(c.port)
+                .or_default()
+                .entry(c.host)
+                .or_default()
+                .push(Route {
+                    id: c.id,
+                    path: c.path,
+                    backend: c.backend,
+                });
+        }
+
+        let mut defaults: HashMap<u16, (Route, Origin)> = HashMap::new();
+        for d in self.defaults {
+            if let Some((_, winner)) = defaults.get(&d.port) {
+                diags.warn(
+                    &d.origin.object,
+                    &d.origin.field,
+                    format!(
+                        "port {} already has a default backend from {}; this one is ignored",
+                        d.port, winner.object
+                    ),
+                );
+                continue;
+            }
+            let route = Route {
+                id: d.id,
+                path: PathMatch::Prefix("/".into()),
+                backend: d.backend,
+            };
+            defaults.insert(d.port, (route, d.origin));
+        }
+
+        let listeners: Vec<Listener> = self
+            .listeners
+            .into_iter()
+            .map(|(port, protocol)| {
+                let mut vhosts: Vec<VirtualHost> = hosts
+                    .remove(&port)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(host, mut routes)| {
+                        // Stable sort keeps the oldest object first among equal-precedence routes.
+                        routes.sort_by_key(|r| r.path.precedence());
+                        VirtualHost {
+                            host,
+                            routes: routes.into(),
+                        }
+                    })
+                    .collect();
+                vhosts.sort_by(|a, b| a.host.specificity().cmp(&b.host.specificity()));
+                Listener {
+                    port,
+                    protocol,
+                    virtual_hosts: vhosts.into(),
+                    default_route: defaults.remove(&port).map(|(r, _)| r),
+                }
+            })
+            .collect();
+        RouteTable {
+            listeners: listeners.into(),
+            backends: self.backends.into(),
+        }
+    }
+}

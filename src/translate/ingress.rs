@@ -1,0 +1,207 @@
+//! Ingress objects of our class -> routes on the `--http-port` listener.
+
+use super::annotations::settings_from;
+use super::backends::{Index, PortRef};
+use super::builder::{Origin, TableBuilder};
+use super::diagnostics::{Diagnostics, ObjectRef};
+use super::{CONTROLLER_NAME, Options};
+use crate::ir::{Backend, BackendSettings, HostMatch, PathMatch};
+use crate::source::Snapshot;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use std::sync::Arc;
+
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// Whether an Ingress belongs to wsgate: its class is ours, or it has none and our IngressClass is
+/// the cluster default.
+pub(crate) fn is_ours(ing: &Ingress, snapshot: &Snapshot, options: &Options) -> bool {
+    let class = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+                .map(String::as_str)
+        });
+    match class {
+        Some(c) => c == options.ingress_class,
+        None => snapshot.ingress_classes.iter().any(|ic| {
+            ic.metadata.name.as_deref() == Some(options.ingress_class.as_str())
+                && ic.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
+                && ic
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                    .map(String::as_str)
+                    == Some("true")
+        }),
+    }
+}
+
+pub(crate) fn translate_all(
+    snapshot: &Snapshot,
+    options: &Options,
+    index: &Index<'_>,
+    builder: &mut TableBuilder,
+    diags: &mut Diagnostics,
+) {
+    for ing in snapshot
+        .ingresses
+        .iter()
+        .filter(|i| is_ours(i, snapshot, options))
+    {
+        translate_one(ing, options, index, builder, diags);
+    }
+}
+
+fn translate_one(
+    ing: &Ingress,
+    options: &Options,
+    index: &Index<'_>,
+    b: &mut TableBuilder,
+    diags: &mut Diagnostics,
+) {
+    let obj = ObjectRef::of("Ingress", ing);
+    let ns = obj.namespace.clone();
+    let settings = settings_from(ing.metadata.annotations.as_ref(), &obj, diags);
+    let created = ing
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string());
+    let origin = |field: String| Origin {
+        created: created.clone(),
+        object: obj.clone(),
+        field,
+    };
+    let Some(spec) = &ing.spec else {
+        diags.warn(&obj, "spec", "Ingress has no spec; nothing to serve");
+        return;
+    };
+    if let Some(tls) = &spec.tls
+        && !tls.is_empty()
+    {
+        diags.warn(
+            &obj,
+            "spec.tls",
+            "TLS listeners are not implemented yet; these hosts are served on HTTP only",
+        );
+    }
+    let port = options.http_port;
+
+    if let Some(db) = &spec.default_backend
+        && let Some(backend) = backend_for(db, "spec.defaultBackend", &obj, &settings, index, diags)
+    {
+        let i = b.backend(backend);
+        b.default_route(
+            port,
+            format!("{ns}/{}/default-backend", obj.name).into(),
+            i,
+            origin("spec.defaultBackend".into()),
+        );
+    }
+
+    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+        let rfield = format!("spec.rules[{ri}]");
+        let host = match HostMatch::parse(rule.host.as_deref().unwrap_or("")) {
+            Ok(h) => h,
+            Err(e) => {
+                diags.error(&obj, format!("{rfield}.host"), format!("{e}; rule ignored"));
+                continue;
+            }
+        };
+        let Some(http) = &rule.http else { continue };
+        for (pi, p) in http.paths.iter().enumerate() {
+            let pfield = format!("{rfield}.http.paths[{pi}]");
+            let text = p.path.as_deref().unwrap_or("/");
+            let path = match p.path_type.as_str() {
+                "Exact" => PathMatch::exact(text),
+                "Prefix" | "ImplementationSpecific" => PathMatch::prefix(text),
+                other => Err(format!(
+                    "invalid pathType {other:?}; expected Exact, Prefix or ImplementationSpecific"
+                )),
+            };
+            let path = match path {
+                Ok(p) => p,
+                Err(e) => {
+                    diags.error(&obj, format!("{pfield}.path"), format!("{e}; path ignored"));
+                    continue;
+                }
+            };
+            let Some(backend) = backend_for(
+                &p.backend,
+                &format!("{pfield}.backend"),
+                &obj,
+                &settings,
+                index,
+                diags,
+            ) else {
+                continue;
+            };
+            let i = b.backend(backend);
+            let id: Arc<str> = format!("{ns}/{}/{host}{}", obj.name, path.path()).into();
+            b.route(port, host.clone(), path, id, i, origin(pfield));
+        }
+    }
+}
+
+/// Builds the backend of an Ingress path. Unresolved Services yield a backend with no endpoints
+/// (503) and a warning, because Services and endpoints often appear after the Ingress.
+fn backend_for(
+    ib: &IngressBackend,
+    field: &str,
+    obj: &ObjectRef,
+    settings: &BackendSettings,
+    index: &Index<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Backend> {
+    if ib.resource.is_some() {
+        diags.error(
+            obj,
+            format!("{field}.resource"),
+            "resource backends are not supported; path ignored",
+        );
+        return None;
+    }
+    let Some(svc) = &ib.service else {
+        diags.error(
+            obj,
+            format!("{field}.service"),
+            "a service backend is required; path ignored",
+        );
+        return None;
+    };
+    let port = match svc.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
+        Some((Some(n), None)) => PortRef::Number(n),
+        Some((None, Some(n))) if !n.is_empty() => PortRef::Name(n.to_string()),
+        _ => {
+            diags.error(
+                obj,
+                format!("{field}.service.port"),
+                "exactly one of number or name is required; path ignored",
+            );
+            return None;
+        }
+    };
+    let endpoints = match index.resolve(&obj.namespace, &svc.name, &port) {
+        Ok(eps) => eps,
+        Err(e) => {
+            diags.warn(
+                obj,
+                format!("{field}.service"),
+                format!("{e}; requests get 503 until it resolves"),
+            );
+            Vec::new()
+        }
+    };
+    Some(Backend {
+        id: format!("{}/{}/{}:{port}", obj.namespace, obj.name, svc.name).into(),
+        endpoints: endpoints.into(),
+        settings: settings.clone(),
+    })
+}

@@ -1,0 +1,77 @@
+//! `translate()`: a pure function from a [`Snapshot`] to a routing table, statuses and diagnostics.
+//!
+//! No I/O and no clock. Bad input becomes a diagnostic and is left out; it never stops the rest.
+
+mod annotations;
+mod backends;
+mod builder;
+mod diagnostics;
+mod gateway;
+mod ingress;
+mod settings;
+
+pub use annotations::ANNOTATION_PREFIX;
+pub use diagnostics::{Diagnostic, ObjectRef, Severity};
+pub use gateway::{Condition, GatewayConditions};
+
+use crate::ir::RouteTable;
+use crate::source::Snapshot;
+
+/// The IngressClass controller name wsgate answers to.
+pub const CONTROLLER_NAME: &str = "wsgate.dev/ingress-controller";
+
+/// Settings of translation that come from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--ingress-class`.
+    pub ingress_class: String,
+    /// `--http-port`: where Ingress routes are served.
+    pub http_port: u16,
+    /// `--https-port`: where Ingress TLS hosts are served.
+    pub https_port: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ingress_class: "wsgate".into(),
+            http_port: 8080,
+            https_port: 8443,
+        }
+    }
+}
+
+/// What translation produced.
+#[derive(Clone, Debug, Default)]
+pub struct Translated {
+    /// The routing table to serve.
+    pub table: RouteTable,
+    /// Conditions per Gateway object.
+    pub gateway_statuses: Vec<(ObjectRef, GatewayConditions)>,
+    /// Every error and warning, naming object and field.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Translated {
+    /// Whether any diagnostic is an error (the configuration should not be applied in file mode).
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Translates every object of the snapshot into one routing table.
+pub fn translate(snapshot: &Snapshot, options: &Options) -> Translated {
+    let mut diags = diagnostics::Diagnostics::default();
+    let index = backends::Index::new(snapshot);
+    let mut builder = builder::TableBuilder::new(options.http_port);
+    ingress::translate_all(snapshot, options, &index, &mut builder, &mut diags);
+    let gateway_statuses = gateway::translate_all(snapshot, &index, &mut builder, &mut diags);
+    let table = builder.build(&mut diags);
+    Translated {
+        table,
+        gateway_statuses,
+        diagnostics: diags.into_vec(),
+    }
+}

@@ -1,0 +1,311 @@
+//! Typed backend settings from Gateway `backendSettings`/`probes` and shared value parsers.
+
+use super::diagnostics::{Diagnostics, ObjectRef};
+use crate::crd::{BackendSettingsSpec, ProbeSpec};
+use crate::ir::{BackendProtocol, BackendSettings, HashOn, LoadBalancing, Probe, Timeout};
+
+/// Parses `HTTP`/`HTTPS` (case-insensitive).
+pub(crate) fn parse_protocol(text: &str) -> Result<BackendProtocol, String> {
+    match text.to_ascii_uppercase().as_str() {
+        "HTTP" => Ok(BackendProtocol::Http),
+        "HTTPS" => Ok(BackendProtocol::Https),
+        _ => Err(format!("invalid protocol {text:?}; expected HTTP or HTTPS")),
+    }
+}
+
+/// Parses status code lists such as `200-399,404`.
+pub(crate) fn parse_status_codes<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(u16, u16)>, String> {
+    let mut out = Vec::new();
+    for item in items {
+        let item = item.trim();
+        let (lo, hi) = item.split_once('-').unwrap_or((item, item));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        match (parse(lo), parse(hi)) {
+            (Some(lo), Some(hi)) if lo <= hi => out.push((lo, hi)),
+            _ => {
+                return Err(format!(
+                    "invalid status code range {item:?}; expected e.g. 200-399"
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("no status codes given".into());
+    }
+    Ok(out)
+}
+
+/// Parses the annotation form of load balancing.
+pub(crate) fn parse_lb_annotation(text: &str) -> Result<LoadBalancing, String> {
+    let text = text.trim();
+    let named = |prefix: &str| {
+        text.strip_prefix(prefix)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+    };
+    if text == "round-robin" {
+        Ok(LoadBalancing::RoundRobin)
+    } else if text == "least-connections" {
+        Ok(LoadBalancing::LeastConnections)
+    } else if text == "hash-source-ip" {
+        Ok(LoadBalancing::ConsistentHash(HashOn::SourceIp))
+    } else if let Some(h) = named("hash-header:") {
+        Ok(LoadBalancing::ConsistentHash(HashOn::Header(
+            h.to_ascii_lowercase(),
+        )))
+    } else if let Some(c) = named("hash-cookie:") {
+        Ok(LoadBalancing::ConsistentHash(HashOn::Cookie(c)))
+    } else {
+        Err(format!(
+            "invalid value {text:?}; expected round-robin, least-connections, hash-source-ip, hash-header:NAME or hash-cookie:NAME"
+        ))
+    }
+}
+
+/// Writes the parsed value into `slot`, or reports `field` and leaves the default.
+pub(crate) fn apply<T>(
+    diags: &mut Diagnostics,
+    obj: &ObjectRef,
+    field: &str,
+    parsed: Result<T, String>,
+    slot: &mut T,
+    error: bool,
+) {
+    match parsed {
+        Ok(v) => *slot = v,
+        Err(e) if error => diags.error(obj, field, e),
+        Err(e) => diags.warn(obj, field, format!("{e}; the default is used")),
+    }
+}
+
+/// Converts a Gateway `backendSettings` entry (`field` is its path) and its probe.
+pub(crate) fn from_spec(
+    spec: &BackendSettingsSpec,
+    probes: &[ProbeSpec],
+    field: &str,
+    obj: &ObjectRef,
+    diags: &mut Diagnostics,
+) -> BackendSettings {
+    let mut s = BackendSettings::default();
+    let f = |name: &str| format!("{field}.{name}");
+    if let Some(p) = &spec.protocol {
+        apply(
+            diags,
+            obj,
+            &f("protocol"),
+            parse_protocol(p),
+            &mut s.protocol,
+            true,
+        );
+    }
+    if spec.ca_secret_name.is_some() {
+        diags.warn(
+            obj,
+            f("caSecretName"),
+            "HTTPS to backends is not implemented yet; ignored",
+        );
+    }
+    if s.protocol == BackendProtocol::Https {
+        diags.error(
+            obj,
+            f("protocol"),
+            "HTTPS to backends is not implemented yet",
+        );
+    }
+    let dur = |d: &mut Diagnostics, name: &str, v: &Option<String>, slot: &mut Timeout| {
+        if let Some(v) = v {
+            apply(d, obj, &f(name), Timeout::parse(v), slot, true);
+        }
+    };
+    dur(
+        diags,
+        "connectTimeout",
+        &spec.connect_timeout,
+        &mut s.connect_timeout,
+    );
+    dur(
+        diags,
+        "requestTimeout",
+        &spec.request_timeout,
+        &mut s.request_timeout,
+    );
+    if let Some(lb) = &spec.load_balancing {
+        let parsed = match lb.policy.as_str() {
+            "RoundRobin" => Ok(LoadBalancing::RoundRobin),
+            "LeastConnections" => Ok(LoadBalancing::LeastConnections),
+            "ConsistentHash" => match &lb.hash_on {
+                Some(h) => match (&h.cookie, &h.header, h.source_ip) {
+                    (Some(c), None, None | Some(false)) => {
+                        Ok(LoadBalancing::ConsistentHash(HashOn::Cookie(c.clone())))
+                    }
+                    (None, Some(hd), None | Some(false)) => Ok(LoadBalancing::ConsistentHash(
+                        HashOn::Header(hd.to_ascii_lowercase()),
+                    )),
+                    (None, None, Some(true)) => Ok(LoadBalancing::ConsistentHash(HashOn::SourceIp)),
+                    _ => Err("hashOn needs exactly one of cookie, header, sourceIP".to_string()),
+                },
+                None => Err("ConsistentHash needs hashOn".to_string()),
+            },
+            other => Err(format!(
+                "invalid policy {other:?}; expected RoundRobin, LeastConnections or ConsistentHash"
+            )),
+        };
+        apply(
+            diags,
+            obj,
+            &f("loadBalancing"),
+            parsed,
+            &mut s.load_balancing,
+            true,
+        );
+    }
+    if let Some(ws) = &spec.websocket {
+        let w = &mut s.websocket;
+        if let Some(e) = ws.enabled {
+            w.enabled = e;
+        }
+        dur(
+            diags,
+            "websocket.pingInterval",
+            &ws.ping_interval,
+            &mut w.ping_interval,
+        );
+        dur(
+            diags,
+            "websocket.idleTimeout",
+            &ws.idle_timeout,
+            &mut w.idle_timeout,
+        );
+        dur(
+            diags,
+            "websocket.maxSessionDuration",
+            &ws.max_session_duration,
+            &mut w.max_session_duration,
+        );
+        if let Some(m) = ws.max_message_bytes {
+            w.max_message_bytes = m;
+        }
+        if let Some(m) = ws.max_connections {
+            w.max_connections = m;
+        }
+    }
+    if let Some(c) = &spec.cache {
+        s.cache = c.enabled;
+    }
+    if let Some(name) = &spec.probe {
+        match probes.iter().position(|p| &p.name == name) {
+            Some(i) => {
+                s.probe = Some(probe_from_spec(
+                    &probes[i],
+                    &format!("spec.probes[{i}]"),
+                    obj,
+                    diags,
+                ))
+            }
+            None => diags.error(
+                obj,
+                f("probe"),
+                format!("no probe named {name:?} in spec.probes"),
+            ),
+        }
+    }
+    s
+}
+
+fn probe_from_spec(
+    spec: &ProbeSpec,
+    field: &str,
+    obj: &ObjectRef,
+    diags: &mut Diagnostics,
+) -> Probe {
+    let mut p = Probe::default();
+    let f = |name: &str| format!("{field}.{name}");
+    if let Some(v) = &spec.protocol {
+        apply(
+            diags,
+            obj,
+            &f("protocol"),
+            parse_protocol(v),
+            &mut p.protocol,
+            true,
+        );
+    }
+    if let Some(v) = &spec.path {
+        if v.starts_with('/') {
+            p.path = v.clone();
+        } else {
+            diags.error(obj, f("path"), format!("path {v:?} must start with \"/\""));
+        }
+    }
+    if let Some(v) = &spec.host {
+        p.host = v.clone();
+    }
+    if let Some(v) = spec.port {
+        p.port = v;
+    }
+    for (name, v, slot) in [
+        ("interval", &spec.interval, &mut p.interval),
+        ("timeout", &spec.timeout, &mut p.timeout),
+    ] {
+        if let Some(v) = v {
+            apply(diags, obj, &f(name), Timeout::parse(v), slot, true);
+        }
+    }
+    if let Some(v) = spec.unhealthy_threshold {
+        p.unhealthy_threshold = v.max(1);
+    }
+    if let Some(v) = spec.healthy_threshold {
+        p.healthy_threshold = v.max(1);
+    }
+    if let Some(m) = &spec.match_ {
+        let codes = parse_status_codes(m.status_codes.iter().map(String::as_str));
+        apply(
+            diags,
+            obj,
+            &f("match.statusCodes"),
+            codes,
+            &mut p.status_codes,
+            true,
+        );
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(
+            parse_status_codes(["200-399", "404"]),
+            Ok(vec![(200, 399), (404, 404)])
+        );
+        assert!(parse_status_codes(["399-200"]).is_err());
+        assert!(parse_status_codes(["abc"]).is_err());
+        assert!(parse_status_codes([]).is_err());
+    }
+
+    #[test]
+    fn lb_annotation() {
+        assert_eq!(
+            parse_lb_annotation("least-connections"),
+            Ok(LoadBalancing::LeastConnections)
+        );
+        assert_eq!(
+            parse_lb_annotation("hash-header:X-User"),
+            Ok(LoadBalancing::ConsistentHash(HashOn::Header(
+                "x-user".into()
+            )))
+        );
+        assert!(parse_lb_annotation("hash-header:").is_err());
+        assert!(parse_lb_annotation("random").is_err());
+    }
+}
