@@ -77,8 +77,27 @@ enum End {
     Error,
 }
 
-/// Which side sent the first close frame: 0 none yet, else the `side` tag of [`pump`].
-type FirstClose = AtomicU8;
+/// Close frames seen: which side sent the first (0 none yet, else a side tag) and a bitmask of
+/// every side that sent one.
+#[derive(Default)]
+struct Closes {
+    first: AtomicU8,
+    seen: AtomicU8,
+}
+
+impl Closes {
+    fn record(&self, side: u8) {
+        let _ = self
+            .first
+            .compare_exchange(0, side, Ordering::Relaxed, Ordering::Relaxed);
+        self.seen.fetch_or(side, Ordering::Relaxed);
+    }
+
+    /// Both sides sent a close frame: the closing handshake is complete.
+    fn complete(&self) -> bool {
+        self.seen.load(Ordering::Relaxed) == CLIENT | BACKEND
+    }
+}
 const CLIENT: u8 = 1;
 const BACKEND: u8 = 2;
 
@@ -88,7 +107,7 @@ async fn pump<R, W>(
     counters: &DirCounters,
     stats: &DirStats,
     side: u8,
-    first: &FirstClose,
+    closes: &Closes,
 ) -> End
 where
     R: AsyncRead + Unpin,
@@ -112,7 +131,7 @@ where
                 stats.messages.fetch_add(1, Ordering::Relaxed);
             }
             if is_close(&f) {
-                let _ = first.compare_exchange(0, side, Ordering::Relaxed, Ordering::Relaxed);
+                closes.record(side);
             }
         });
         counters.bytes.inc_by(n as u64);
@@ -134,19 +153,19 @@ where
     let (b_read, b_write) = tokio::io::split(backend);
     let up = DirStats::default();
     let down = DirStats::default();
-    let first_close = FirstClose::new(0);
-    let c2b = pump(c_read, b_write, &s.to_backend, &up, CLIENT, &first_close);
-    let b2c = pump(b_read, c_write, &s.to_client, &down, BACKEND, &first_close);
+    let closes = Closes::default();
+    let c2b = pump(c_read, b_write, &s.to_backend, &up, CLIENT, &closes);
+    let b2c = pump(b_read, c_write, &s.to_client, &down, BACKEND, &closes);
     tokio::pin!(c2b, b2c);
 
     // Whoever ends first decides; a clean end gives the other side time to complete its close.
     let (first_side, _first_end, second_end) = tokio::select! {
-        e = &mut c2b => ("client", e, finish(&mut b2c, e).await),
-        e = &mut b2c => ("backend", e, finish(&mut c2b, e).await),
+        e = &mut c2b => ("client", e, finish(&mut b2c, e, &closes).await),
+        e = &mut b2c => ("backend", e, finish(&mut c2b, e, &closes).await),
     };
     s.active.dec();
 
-    let reason = close_reason(first_side, first_close.load(Ordering::Relaxed));
+    let reason = close_reason(first_side, closes.first.load(Ordering::Relaxed));
     let m = &s.ctx_metrics;
     m.ws_sessions.with_label_values(&[&s.route, reason]).inc();
     let duration = s.started.elapsed();
@@ -170,11 +189,15 @@ where
     );
 }
 
+/// Lets the other direction finish after the first one ended. Nothing is waited for after an
+/// error, or once both close frames have crossed (the handshake is complete and each pump has
+/// finished writing what it read).
 async fn finish<F: std::future::Future<Output = End> + Unpin>(
     other: &mut F,
     first: End,
+    closes: &Closes,
 ) -> Option<End> {
-    if first == End::Error {
+    if first == End::Error || closes.complete() {
         return None;
     }
     tokio::time::timeout(CLOSE_GRACE, other).await.ok()
