@@ -2,6 +2,7 @@
 //! HTTP with a short text, and picks the first offered subprotocol.
 //!
 //! `cargo run --example echo-backend -- [ADDR]` (default 127.0.0.1:9001).
+#![allow(clippy::result_large_err)] // the tungstenite callback signature fixes the error type
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve: from YAML files (--config) or from the cluster (--kubernetes).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate manifests offline exactly as `run` would; exit 1 on errors.
     Check(CheckArgs),
     /// Print the CRD YAML.

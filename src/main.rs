@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
+            let args = *args;
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

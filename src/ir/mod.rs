@@ -105,6 +105,7 @@ pub enum BackendProtocol {
 
 /// How an endpoint is chosen for a new request or session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "policy", content = "hashOn")]
 pub enum LoadBalancing {
     /// Each endpoint in turn.
     #[default]

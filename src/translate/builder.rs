@@ -200,7 +200,7 @@ impl TableBuilder {
                         }
                     })
                     .collect();
-                vhosts.sort_by(|a, b| a.host.specificity().cmp(&b.host.specificity()));
+                vhosts.sort_by_key(|vh| vh.host.specificity());
                 Listener {
                     port,
                     protocol,
@@ -209,9 +209,43 @@ impl TableBuilder {
                 }
             })
             .collect();
-        RouteTable {
-            listeners: listeners.into(),
-            backends: self.backends.into(),
-        }
+        canonical_backend_order(listeners, self.backends)
+    }
+}
+
+/// Orders backends by identity (then content) and renumbers routes, so the table does not depend
+/// on the order objects arrived in.
+fn canonical_backend_order(mut listeners: Vec<Listener>, backends: Vec<Backend>) -> RouteTable {
+    let keys: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{}\u{0}{:?}", b.id, b))
+        .collect();
+    let mut order: Vec<usize> = (0..backends.len()).collect();
+    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    let mut new_index = vec![0; backends.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old] = new;
+    }
+    let renumber = |r: &Route| Route {
+        backend: new_index[r.backend],
+        ..r.clone()
+    };
+    for l in listeners.iter_mut() {
+        let vhosts: Vec<VirtualHost> = l
+            .virtual_hosts
+            .iter()
+            .map(|vh| VirtualHost {
+                host: vh.host.clone(),
+                routes: vh.routes.iter().map(renumber).collect(),
+            })
+            .collect();
+        l.virtual_hosts = vhosts.into();
+        l.default_route = l.default_route.as_ref().map(renumber);
+    }
+    let mut slots: Vec<Option<Backend>> = backends.into_iter().map(Some).collect();
+    let sorted: Vec<Backend> = order.iter().filter_map(|&old| slots[old].take()).collect();
+    RouteTable {
+        listeners: listeners.into(),
+        backends: sorted.into(),
     }
 }

@@ -133,6 +133,9 @@ fn translate_one(
     let mut listeners: HashMap<&str, (u16, Vec<HostMatch>)> = HashMap::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
+        if listeners.contains_key(l.name.as_str()) {
+            continue;
+        }
         let protocol = match l.protocol.as_str() {
             "HTTP" => ListenerProtocol::Http,
             "HTTPS" => {
@@ -178,13 +181,17 @@ fn translate_one(
         if hosts.is_empty() {
             hosts.push(HostMatch::Any);
         }
-        listeners.insert(l.name.as_str(), (l.port, hosts));
+        // A duplicate name was reported above; the first definition wins.
+        listeners.entry(l.name.as_str()).or_insert((l.port, hosts));
     }
 
     // Pools: name -> endpoints.
     let mut pools: HashMap<&str, Vec<Endpoint>> = HashMap::new();
     for (i, p) in spec.backend_pools.iter().enumerate() {
         let field = format!("spec.backendPools[{i}]");
+        if pools.contains_key(p.name.as_str()) {
+            continue;
+        }
         let mut eps = Vec::new();
         match (&p.service, p.addresses.is_empty()) {
             (Some(svc), true) => {
@@ -242,7 +249,7 @@ fn translate_one(
             &obj,
             diags,
         );
-        settings.insert(s.name.as_str(), parsed);
+        settings.entry(s.name.as_str()).or_insert(parsed);
     }
 
     let mut routes = 0usize;

@@ -144,7 +144,8 @@ fn translate_one(
                 continue;
             };
             let i = b.backend(backend);
-            let id: Arc<str> = format!("{ns}/{}/{host}{}", obj.name, path.path()).into();
+            // The path as written keeps `/ws` (Exact) and `/ws/` (Prefix) apart in metrics.
+            let id: Arc<str> = format!("{ns}/{}/{host}{text}", obj.name).into();
             b.route(port, host.clone(), path, id, i, origin(pfield));
         }
     }

@@ -1,5 +1,5 @@
 //! Test support: an in-process wsgate on ephemeral ports, real backends, raw sockets.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err, clippy::collapsible_match)]
 
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
