@@ -55,7 +55,6 @@ pub(crate) struct Listeners {
     shared: Arc<Shared>,
     running: tokio::sync::Mutex<HashMap<u16, Running>>,
     bound: Mutex<Vec<(u16, SocketAddr)>>,
-    conns: Arc<ConnCount>,
 }
 
 impl Listeners {
@@ -64,7 +63,6 @@ impl Listeners {
             shared,
             running: Default::default(),
             bound: Default::default(),
-            conns: Default::default(),
         }
     }
 
@@ -94,7 +92,6 @@ impl Listeners {
                         listener,
                         port,
                         self.shared.clone(),
-                        self.conns.clone(),
                         cancel.clone(),
                     ));
                     running.insert(
@@ -131,8 +128,8 @@ impl Listeners {
     /// Resolves once no client connection is open.
     pub(crate) async fn wait_idle(&self) {
         loop {
-            let notified = self.conns.idle.notified();
-            if self.conns.open.load(Ordering::SeqCst) == 0 {
+            let notified = self.shared.conns.idle.notified();
+            if self.shared.conns.open.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -144,7 +141,6 @@ async fn accept_loop(
     listener: TcpListener,
     port: u16,
     shared: Arc<Shared>,
-    conns: Arc<ConnCount>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -152,7 +148,7 @@ async fn accept_loop(
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let guard = conns.enter();
+                    let guard = shared.conns.enter();
                     tokio::spawn(server::serve(stream, peer, port, shared.clone(), guard));
                 }
                 Err(e) => {

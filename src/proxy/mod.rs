@@ -4,7 +4,6 @@
 //! touches established connections or sessions.
 
 mod forward;
-mod frames;
 mod handshake;
 mod headers;
 mod listeners;
@@ -14,7 +13,6 @@ mod server;
 mod tunnel;
 mod websocket;
 
-pub use frames::{FrameInfo, FrameTracker};
 pub use handshake::{GateError, accept_key, check_client};
 pub use listeners::BindError;
 
@@ -86,6 +84,8 @@ pub(crate) struct Shared {
     settings: ProxySettings,
     ready: AtomicBool,
     drain: watch::Sender<bool>,
+    /// Open client connections and WebSocket sessions, so a drain can wait for them.
+    conns: Arc<listeners::ConnCount>,
 }
 
 /// Handle to the running proxy; cheap to clone.
@@ -111,6 +111,7 @@ impl Proxy {
             settings,
             ready: AtomicBool::new(false),
             drain,
+            conns: Default::default(),
         });
         Self {
             listeners: Arc::new(listeners::Listeners::new(shared.clone())),
