@@ -1,7 +1,7 @@
 //! Plain HTTP forwarding over pooled keep-alive upstream connections.
 
 use super::headers::{set_forwarding, strip_hop_by_hop};
-use super::pools::PoolRuntime;
+use super::pools::{BoundPool, hash_key};
 use super::server::ConnCtx;
 use super::{ProxyBody, respond};
 use crate::ir::Backend;
@@ -13,8 +13,8 @@ use std::error::Error as _;
 /// Why a backend exchange failed, mapped onto the status the client gets.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    /// No ready endpoint: 503.
-    #[error("no ready endpoints for this backend")]
+    /// No ready and healthy endpoint: 503.
+    #[error("no healthy endpoint for this backend")]
     NoEndpoints,
     /// Connect or response too slow: 504.
     #[error("backend {0} did not answer in time")]
@@ -87,16 +87,23 @@ pub(crate) fn prepare_head(
 /// Forwards a non-upgrade request and relays the response.
 pub(crate) async fn forward(
     req: Request<Incoming>,
-    _route: &str,
+    route: &str,
     backend: &Backend,
-    pool: &PoolRuntime,
+    pool: &BoundPool,
     host: &str,
     ctx: &ConnCtx,
 ) -> (Response<ProxyBody>, Option<String>) {
-    let Some(ep) = pool.pick(&backend.endpoints) else {
+    let policy = &backend.settings.load_balancing;
+    let ip = ctx.client.peer.to_string();
+    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {
+        ctx.shared
+            .metrics
+            .rejected
+            .with_label_values(&[route, "no_healthy_backend"])
+            .inc();
         return (UpstreamError::NoEndpoints.response(), None);
     };
-    let endpoint = ep.to_string();
+    let endpoint = lease.0.label.clone();
     let (mut parts, body) = req.into_parts();
     if let Err(e) = prepare_head(&mut parts, &endpoint, host, ctx) {
         return (
@@ -104,7 +111,10 @@ pub(crate) async fn forward(
             None,
         );
     }
-    let call = pool.client.request(Request::from_parts(parts, body));
+    let call = pool
+        .runtime
+        .client
+        .request(Request::from_parts(parts, body));
     let result = match backend.settings.request_timeout.get() {
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
@@ -119,12 +129,21 @@ pub(crate) async fn forward(
     };
     let resp = match result {
         Ok(resp) => {
+            if resp.status().is_server_error() {
+                lease.0.failure();
+            } else {
+                lease.0.success();
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Either::Left(body))
         }
-        Err(e) if is_timeout(&e) => UpstreamError::Timeout(endpoint.clone()).response(),
+        Err(e) if is_timeout(&e) => {
+            lease.0.failure();
+            UpstreamError::Timeout(endpoint.clone()).response()
+        }
         Err(e) => {
+            lease.0.failure();
             let detail = e
                 .source()
                 .map(|s| s.to_string())

@@ -6,6 +6,7 @@
 mod forward;
 mod handshake;
 mod headers;
+mod health;
 mod listeners;
 mod pools;
 mod respond;
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use pools::{PoolRegistry, PoolRuntime};
+use pools::{BoundPool, PoolRegistry};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,16 +62,13 @@ impl Default for ProxySettings {
 pub struct ActiveTable {
     /// The IR as translated.
     pub ir: Arc<RouteTable>,
-    pools: Vec<Arc<PoolRuntime>>,
+    pools: Vec<BoundPool>,
+    /// Open-session counters of routes with `maxConnections`, by route id.
+    route_sessions: std::collections::HashMap<Arc<str>, Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl ActiveTable {
-    fn route(
-        &self,
-        port: u16,
-        host: &str,
-        path: &str,
-    ) -> Option<(&Route, &Backend, &Arc<PoolRuntime>)> {
+    fn route(&self, port: u16, host: &str, path: &str) -> Option<(&Route, &Backend, &BoundPool)> {
         let (route, backend) = self.ir.route(port, host, path)?;
         let pool = self.pools.get(route.backend)?;
         Some((route, backend, pool))
@@ -80,6 +78,10 @@ impl ActiveTable {
 pub(crate) struct Shared {
     table: ArcSwap<ActiveTable>,
     registry: PoolRegistry,
+    health: health::HealthChecker,
+    route_counters: std::sync::Mutex<
+        std::collections::HashMap<Arc<str>, std::sync::Weak<std::sync::atomic::AtomicUsize>>,
+    >,
     metrics: Metrics,
     settings: ProxySettings,
     ready: AtomicBool,
@@ -98,15 +100,18 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with an empty table and no listeners yet.
     pub fn new(settings: ProxySettings, metrics: Metrics) -> Self {
-        let registry = PoolRegistry::default();
+        let registry = PoolRegistry::new(metrics.backend_up.clone());
         let empty = ActiveTable {
             ir: Arc::new(RouteTable::default()),
             pools: Vec::new(),
+            route_sessions: Default::default(),
         };
         let (drain, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(empty),
             registry,
+            health: Default::default(),
+            route_counters: Default::default(),
             metrics,
             settings,
             ready: AtomicBool::new(false),
@@ -122,20 +127,66 @@ impl Proxy {
     /// Installs a new table and opens/closes listeners to match its ports. Open connections and
     /// sessions keep running on what they started with. Returns the ports that failed to bind.
     pub async fn apply(&self, table: RouteTable) -> Vec<BindError> {
-        let pools = table
+        let pools: Vec<BoundPool> = table
             .backends
             .iter()
-            .map(|b| self.shared.registry.get(b))
+            .map(|b| self.shared.registry.bind(b))
             .collect();
+        self.shared.health.sync(
+            table
+                .backends
+                .iter()
+                .zip(pools.iter().map(|p| &p.endpoints[..])),
+        );
+        let route_sessions = self.route_counters(&table);
         let ports: Vec<u16> = table.listeners.iter().map(|l| l.port).collect();
         self.shared.table.store(Arc::new(ActiveTable {
             ir: Arc::new(table),
             pools,
+            route_sessions,
         }));
         self.shared.registry.prune();
         let errors = self.listeners.sync(&ports).await;
         self.shared.ready.store(true, Ordering::SeqCst);
         errors
+    }
+
+    /// Session counters for routes whose backend limits connections, shared with the previous
+    /// table so a reload does not reset the count.
+    fn route_counters(
+        &self,
+        table: &RouteTable,
+    ) -> std::collections::HashMap<Arc<str>, Arc<std::sync::atomic::AtomicUsize>> {
+        let mut known = self
+            .shared
+            .route_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.retain(|_, w| w.strong_count() > 0);
+        let mut out = std::collections::HashMap::new();
+        for l in table.listeners.iter() {
+            let routes = l
+                .virtual_hosts
+                .iter()
+                .flat_map(|vh| vh.routes.iter())
+                .chain(l.default_route.iter());
+            for r in routes {
+                let limited = table
+                    .backends
+                    .get(r.backend)
+                    .is_some_and(|b| b.settings.websocket.max_connections > 0);
+                if !limited || out.contains_key(&r.id) {
+                    continue;
+                }
+                let counter = known
+                    .get(&r.id)
+                    .and_then(std::sync::Weak::upgrade)
+                    .unwrap_or_default();
+                known.insert(r.id.clone(), Arc::downgrade(&counter));
+                out.insert(r.id.clone(), counter);
+            }
+        }
+        out
     }
 
     /// The table now serving.

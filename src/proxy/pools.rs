@@ -1,17 +1,108 @@
-//! Runtime state per backend (round-robin cursor, keep-alive connection pool), kept across table
-//! swaps for backends whose identity and connect settings are unchanged.
+//! Runtime state of backends, kept across table swaps: per-pool connection pools and cursors,
+//! per-endpoint health and load counters, and endpoint choice (round robin, least connections,
+//! rendezvous hashing) over the endpoints that are available now.
 
-use crate::ir::{Backend, Endpoint, Timeout};
+use crate::ir::{Backend, Endpoint, HashOn, LoadBalancing, Timeout};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// State of one backend pool.
+/// Consecutive connect failures or 5xx answers that eject an endpoint passively.
+pub(crate) const PASSIVE_FAILURES: u32 = 5;
+/// First passive ejection; doubles with each consecutive ejection up to [`MAX_EJECTION`].
+pub(crate) const BASE_EJECTION: Duration = Duration::from_secs(5);
+/// Longest passive ejection.
+pub(crate) const MAX_EJECTION: Duration = Duration::from_secs(120);
+
+/// Health and load of one endpoint of one pool.
+pub(crate) struct EndpointState {
+    pub(crate) pool: Arc<str>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) label: String,
+    /// Open WebSocket sessions plus in-flight requests.
+    pub(crate) active: AtomicUsize,
+    /// Verdict of the active probe (true when there is none).
+    pub(crate) probe_healthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ms: AtomicU64,
+    epoch: Instant,
+    up_gauge: prometheus::IntGauge,
+}
+
+impl EndpointState {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether new requests and sessions may go here.
+    pub(crate) fn available(&self) -> bool {
+        self.probe_healthy.load(Ordering::Relaxed)
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+    }
+
+    /// Records a connect failure or 5xx; ejects after [`PASSIVE_FAILURES`] in a row.
+    pub(crate) fn failure(&self) {
+        if self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1 >= PASSIVE_FAILURES {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(5);
+            let ban = (BASE_EJECTION * 2u32.pow(n)).min(MAX_EJECTION);
+            self.ejected_until_ms
+                .store(self.now_ms() + ban.as_millis() as u64, Ordering::Relaxed);
+            tracing::warn!(pool = %self.pool, endpoint = %self.label, ejected_for = ?ban, "endpoint ejected after consecutive failures");
+            self.refresh_gauge();
+        }
+    }
+
+    /// Records a success: the failure streak and the ejection back-off reset.
+    pub(crate) fn success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.ejections.load(Ordering::Relaxed) != 0
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        {
+            self.ejections.store(0, Ordering::Relaxed);
+            self.refresh_gauge();
+        }
+    }
+
+    /// Sets the active probe's verdict.
+    pub(crate) fn set_probe_healthy(&self, healthy: bool) {
+        if self.probe_healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            tracing::info!(pool = %self.pool, endpoint = %self.label, healthy, "endpoint health changed");
+        }
+        self.refresh_gauge();
+    }
+
+    pub(crate) fn refresh_gauge(&self) {
+        self.up_gauge.set(i64::from(self.available()));
+    }
+}
+
+/// Holds one unit of an endpoint's load while a request or session uses it.
+pub(crate) struct Lease(pub(crate) Arc<EndpointState>);
+
+impl Lease {
+    fn new(ep: Arc<EndpointState>) -> Self {
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        Lease(ep)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Connection pool and cursor of one backend pool.
 pub(crate) struct PoolRuntime {
     cursor: AtomicUsize,
     /// Pooled keep-alive client for plain HTTP.
@@ -33,40 +124,158 @@ impl PoolRuntime {
             client,
         }
     }
+}
 
-    /// Picks the next endpoint in turn.
-    pub(crate) fn pick<'a>(&self, endpoints: &'a [Endpoint]) -> Option<&'a Endpoint> {
-        if endpoints.is_empty() {
+/// A backend as one table sees it: its runtime and the state of each of its endpoints.
+pub(crate) struct BoundPool {
+    pub(crate) runtime: Arc<PoolRuntime>,
+    pub(crate) endpoints: Arc<[Arc<EndpointState>]>,
+}
+
+/// What a consistent hash is computed from for one request.
+pub(crate) type HashKey<'a> = Option<&'a [u8]>;
+
+impl BoundPool {
+    /// Chooses an available endpoint by `policy`, or `None` when none is available.
+    pub(crate) fn pick(&self, policy: &LoadBalancing, key: HashKey<'_>) -> Option<Lease> {
+        let available: Vec<&Arc<EndpointState>> =
+            self.endpoints.iter().filter(|e| e.available()).collect();
+        if available.is_empty() {
             return None;
         }
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        endpoints.get(i)
+        let turn = self.runtime.cursor.fetch_add(1, Ordering::Relaxed);
+        let chosen = match (policy, key) {
+            (LoadBalancing::LeastConnections, _) => {
+                // Rotate the start so equal loads are spread in turn.
+                let n = available.len();
+                (0..n)
+                    .map(|i| available[(turn + i) % n])
+                    .min_by_key(|e| e.active.load(Ordering::Relaxed))
+            }
+            (LoadBalancing::ConsistentHash(_), Some(key)) => {
+                available.iter().copied().max_by_key(|e| {
+                    // Rendezvous hashing: only keys whose endpoint disappears move.
+                    let mut h = DefaultHasher::new();
+                    key.hash(&mut h);
+                    e.label.hash(&mut h);
+                    h.finish()
+                })
+            }
+            _ => available.get(turn % available.len()).copied(),
+        }?;
+        Some(Lease::new(chosen.clone()))
     }
 }
 
-type Key = (Arc<str>, Timeout);
+/// Extracts the hash key of a request for a consistent-hash policy.
+pub(crate) fn hash_key<'a>(
+    policy: &LoadBalancing,
+    headers: &'a http::HeaderMap,
+    client_ip: &'a str,
+) -> HashKey<'a> {
+    let LoadBalancing::ConsistentHash(on) = policy else {
+        return None;
+    };
+    match on {
+        HashOn::SourceIp => Some(client_ip.as_bytes()),
+        HashOn::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes()),
+        HashOn::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then_some(v.as_bytes())
+            }),
+    }
+}
 
-/// Finds the runtime of a backend by identity, creating it when new.
-#[derive(Default)]
+type PoolKey = (Arc<str>, Timeout);
+type EndpointKey = (Arc<str>, Endpoint);
+
+/// Finds runtime state by identity, creating it when new; forgets what no table uses.
 pub(crate) struct PoolRegistry {
-    pools: Mutex<HashMap<Key, Weak<PoolRuntime>>>,
+    pools: Mutex<HashMap<PoolKey, Weak<PoolRuntime>>>,
+    endpoints: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
+    up: prometheus::IntGaugeVec,
+    epoch: Instant,
 }
 
 impl PoolRegistry {
-    pub(crate) fn get(&self, backend: &Backend) -> Arc<PoolRuntime> {
-        let key = (backend.id.clone(), backend.settings.connect_timeout);
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pools.get(&key).and_then(Weak::upgrade) {
-            return p;
+    pub(crate) fn new(up: prometheus::IntGaugeVec) -> Self {
+        Self {
+            pools: Default::default(),
+            endpoints: Default::default(),
+            up,
+            epoch: Instant::now(),
         }
-        let p = Arc::new(PoolRuntime::new(backend.settings.connect_timeout));
-        pools.insert(key, Arc::downgrade(&p));
-        p
     }
 
-    /// Forgets pools no table refers to any more.
+    /// The runtime and endpoint states for a backend of a new table.
+    pub(crate) fn bind(&self, backend: &Backend) -> BoundPool {
+        let key = (backend.id.clone(), backend.settings.connect_timeout);
+        let runtime = {
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            match pools.get(&key).and_then(Weak::upgrade) {
+                Some(p) => p,
+                None => {
+                    let p = Arc::new(PoolRuntime::new(backend.settings.connect_timeout));
+                    pools.insert(key, Arc::downgrade(&p));
+                    p
+                }
+            }
+        };
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let endpoints: Vec<Arc<EndpointState>> = backend
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let key = (backend.id.clone(), ep.clone());
+                if let Some(s) = eps.get(&key).and_then(Weak::upgrade) {
+                    return s;
+                }
+                let label = ep.to_string();
+                let s = Arc::new(EndpointState {
+                    pool: backend.id.clone(),
+                    endpoint: ep.clone(),
+                    up_gauge: self
+                        .up
+                        .with_label_values(&[backend.id.as_ref(), label.as_str()]),
+                    label,
+                    active: AtomicUsize::new(0),
+                    probe_healthy: AtomicBool::new(true),
+                    consecutive_failures: AtomicU32::new(0),
+                    ejections: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                    epoch: self.epoch,
+                });
+                s.refresh_gauge();
+                eps.insert(key, Arc::downgrade(&s));
+                s
+            })
+            .collect();
+        BoundPool {
+            runtime,
+            endpoints: endpoints.into(),
+        }
+    }
+
+    /// Forgets state no table refers to any more and drops its `wsgate_backend_up` series.
     pub(crate) fn prune(&self) {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        pools.retain(|_, w| w.strong_count() > 0);
+        self.pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, w| w.strong_count() > 0);
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        eps.retain(|(pool, ep), w| {
+            let live = w.strong_count() > 0;
+            if !live {
+                let _ = self
+                    .up
+                    .remove_label_values(&[pool.as_ref(), ep.to_string().as_str()]);
+            }
+            live
+        });
     }
 }

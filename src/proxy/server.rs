@@ -111,7 +111,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
     };
     let route_id = route.id.clone();
     let (resp, endpoint) = if handshake::is_websocket_attempt(&req) {
-        websocket::open(req, &route_id, backend, pool, &host, &ctx).await
+        let sessions = table.route_sessions.get(&route_id);
+        websocket::open(req, &route_id, backend, pool, sessions, &host, &ctx).await
     } else {
         forward::forward(req, &route_id, backend, pool, &host, &ctx).await
     };

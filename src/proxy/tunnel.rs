@@ -66,7 +66,12 @@ pub(crate) struct Session {
     counters: [DirCounters; 2],
     metrics: crate::metrics::Metrics,
     drain: watch::Receiver<bool>,
-    _guard: ConnGuard,
+    /// Held for the session's life: connection count, endpoint load, route slot.
+    _holds: (
+        ConnGuard,
+        super::pools::Lease,
+        Option<super::websocket::SessionSlot>,
+    ),
 }
 
 struct DirCounters {
@@ -81,6 +86,7 @@ impl Session {
         endpoint: &str,
         settings: &BackendSettings,
         started: Instant,
+        holds: (super::pools::Lease, Option<super::websocket::SessionSlot>),
     ) -> Self {
         let m = &ctx.shared.metrics;
         let dir = |d: &str| DirCounters {
@@ -98,7 +104,7 @@ impl Session {
             counters: [dir("to_backend"), dir("to_client")],
             metrics: m.clone(),
             drain: ctx.shared.drain.subscribe(),
-            _guard: ctx.shared.conns.enter(),
+            _holds: (ctx.shared.conns.enter(), holds.0, holds.1),
         }
     }
 }

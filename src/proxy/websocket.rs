@@ -3,7 +3,7 @@
 use super::forward::{UpstreamError, is_timeout, prepare_head};
 use super::handshake::{self, GateError};
 use super::headers::strip_hop_by_hop;
-use super::pools::PoolRuntime;
+use super::pools::{BoundPool, hash_key};
 use super::server::ConnCtx;
 use super::tunnel::{self, Session};
 use super::{ProxyBody, respond};
@@ -12,7 +12,29 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+/// One of a route's `maxConnections` session slots, released when the session ends.
+pub(crate) struct SessionSlot(Arc<AtomicUsize>);
+
+impl SessionSlot {
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot(count.clone()))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 use tokio::net::TcpStream;
 
 fn reject(
@@ -34,7 +56,8 @@ pub(crate) async fn open(
     mut req: Request<Incoming>,
     route: &str,
     backend: &Backend,
-    pool: &PoolRuntime,
+    pool: &BoundPool,
+    route_sessions: Option<&Arc<AtomicUsize>>,
     host: &str,
     ctx: &ConnCtx,
 ) -> (Response<ProxyBody>, Option<String>) {
@@ -55,11 +78,30 @@ pub(crate) async fn open(
         }
         return reject(ctx, route, "bad_handshake", resp);
     }
-    let Some(ep) = pool.pick(&backend.endpoints) else {
+    let limit = backend.settings.websocket.max_connections as usize;
+    let slot = match route_sessions {
+        Some(count) if limit > 0 => match SessionSlot::take(count, limit) {
+            Some(slot) => Some(slot),
+            None => {
+                let mut resp = respond::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("this route already holds its limit of {limit} WebSocket sessions"),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return reject(ctx, route, "max_connections", resp);
+            }
+        },
+        _ => None,
+    };
+    let policy = &backend.settings.load_balancing;
+    let ip = ctx.client.peer.to_string();
+    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {
         let resp = UpstreamError::NoEndpoints.response();
         return reject(ctx, route, "no_healthy_backend", resp);
     };
-    let endpoint = ep.to_string();
+    let endpoint = lease.0.label.clone();
+    let ep = lease.0.endpoint.clone();
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -130,8 +172,16 @@ pub(crate) async fn open(
     };
     let (mut resp, conn_task) = match exchange.await {
         Ok(x) => x,
-        Err(e) => return (e.response(), Some(endpoint)),
+        Err(e) => {
+            lease.0.failure();
+            return (e.response(), Some(endpoint));
+        }
     };
+    if resp.status().is_server_error() {
+        lease.0.failure();
+    } else {
+        lease.0.success();
+    }
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Relay as HTTP; this dedicated backend connection is never reused.
@@ -161,7 +211,7 @@ pub(crate) async fn open(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     *client_resp.headers_mut() = headers;
 
-    let session = Session::new(route, ctx, &endpoint, settings, started);
+    let session = Session::new(route, ctx, &endpoint, settings, started, (lease, slot));
     tokio::spawn(async move {
         let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
             (Ok(c), Ok(b)) => (c, b),

@@ -376,3 +376,78 @@ where
         .expect("message");
     assert_eq!(got, Message::text(text));
 }
+
+/// A backend serving WebSocket echo and plain HTTP (`/healthz` answers 200 or 500 by `healthy`),
+/// counting WebSocket sessions it accepted and holds open.
+pub struct MixedBackend {
+    pub addr: SocketAddr,
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
+    pub sessions: Arc<AtomicUsize>,
+    pub open: Arc<AtomicUsize>,
+}
+
+pub async fn mixed_backend() -> MixedBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (h, s, o) = (healthy.clone(), sessions.clone(), open.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (h, s, o) = (h.clone(), s.clone(), o.clone());
+            tokio::spawn(async move {
+                let mut peek = [0u8; 2048];
+                let n = stream.peek(&mut peek).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    s.fetch_add(1, Ordering::SeqCst);
+                    o.fetch_add(1, Ordering::SeqCst);
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    o.fetch_sub(1, Ordering::SeqCst);
+                } else {
+                    let _ = read_head(&mut stream).await;
+                    let status = if h.load(Ordering::SeqCst) {
+                        "200 OK"
+                    } else {
+                        "500 Internal Server Error"
+                    };
+                    let _ = stream
+                        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").as_bytes())
+                        .await;
+                }
+            });
+        }
+    });
+    MixedBackend {
+        addr,
+        healthy,
+        sessions,
+        open,
+    }
+}
+
+/// A Gateway on `port` routing `/` to static `addrs` with the given backendSettings body (YAML
+/// flow mapping entries, e.g. `loadBalancing: {policy: LeastConnections}`) and optional probes.
+pub fn gateway_yaml(port: u16, addrs: &[SocketAddr], settings: &str, probes: &str) -> String {
+    let list: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{host: {}, port: {}}}", a.ip(), a.port()))
+        .collect();
+    format!(
+        "apiVersion: wsgate.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: gw, namespace: lb}}\nspec:\n  listeners: [{{name: l, port: {port}}}]\n  \
+         backendPools: [{{name: pool, addresses: [{}]}}]\n  backendSettings: [{{name: s, {settings}}}]\n  probes: [{probes}]\n  \
+         routingRules: [{{name: r, listeners: [l], backendPool: pool, backendSettings: s}}]\n",
+        list.join(", ")
+    )
+}
