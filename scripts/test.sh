@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+step() { printf '\n== %s (t=%ss)\n' "$*" "$((SECONDS - started))"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "format: cargo fmt --check"
+cargo fmt --all -- --check
+
+step "lint: cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "unit, golden, socket and CLI tests: cargo test"
+cargo test --all-targets
+
+step "Helm chart: lint, install.yaml and chart CRDs current, RBAC and security assertions"
+bash tests/chart/rbac_test.sh
+
+step "Autobahn|Testsuite transparency (core cases, direct vs through wsgate)"
+bash tests/autobahn/through-wsgate.sh
+
+step "done in $((SECONDS - started))s"
