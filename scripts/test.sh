@@ -21,6 +21,9 @@ cargo test --all-targets
 step "Helm chart: lint, install.yaml and chart CRDs current, RBAC and security assertions"
 bash tests/chart/rbac_test.sh
 
+step "e2e environment: real kube-apiserver (built from Go modules, cached) smoke test"
+bash e2e/smoke.sh
+
 step "Autobahn|Testsuite transparency (core cases, direct vs through wsgate)"
 bash tests/autobahn/through-wsgate.sh
 
