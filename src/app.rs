@@ -44,6 +44,12 @@ pub enum StartError {
     },
 }
 
+/// How long listeners keep accepting after SIGTERM while readiness is already false: a sixth of
+/// `--shutdown-drain`, at most 5 s (load balancers need a moment to see the readiness change).
+pub fn drain_accept_delay(shutdown_drain: Duration) -> Duration {
+    (shutdown_drain / 6).min(Duration::from_secs(5))
+}
+
 /// Loads and translates; `Err` holds every error line when the configuration must not be applied.
 pub fn load_and_translate(cfg: &RunConfig) -> Result<Translated, Vec<String>> {
     let loaded = files::load(&cfg.config);

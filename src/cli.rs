@@ -146,9 +146,6 @@ impl RunArgs {
         if self.max_body_bytes != 0 {
             out.push("--max-body-bytes");
         }
-        if self.max_connections != 0 {
-            out.push("--max-connections");
-        }
         out
     }
 }

@@ -47,6 +47,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             trusted_proxies: args.trusted_proxies.clone(),
             header_timeout: args.header_timeout,
             max_header_bytes: args.max_header_bytes,
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
         },
         admin_port: args.admin_port,
         shutdown_drain: args.shutdown_drain,

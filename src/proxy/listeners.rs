@@ -26,6 +26,27 @@ struct Running {
     cancel: CancellationToken,
 }
 
+/// An open-connection limit: per listener (`--max-connections N`) or one process-wide limit
+/// derived from the open-file limit (`--max-connections 0`).
+pub(crate) struct Capacity {
+    pub(crate) count: Arc<ConnCount>,
+    pub(crate) limit: usize,
+}
+
+/// The soft open-file limit of this process (Linux `/proc/self/limits`), if known.
+pub(crate) fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The derived default: every proxied session needs two descriptors; keep a reserve for
+/// listeners, probes, config files and logs.
+pub(crate) fn derived_max_connections() -> usize {
+    let nofile = open_file_limit().unwrap_or(1024);
+    (nofile.saturating_sub(128) / 2).max(16)
+}
+
 /// Counts open client connections so a drain can wait for them.
 #[derive(Default)]
 pub(crate) struct ConnCount {
@@ -37,6 +58,11 @@ pub(crate) struct ConnCount {
 pub(crate) struct ConnGuard(Arc<ConnCount>);
 
 impl ConnCount {
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn enter(self: &Arc<Self>) -> ConnGuard {
         self.open.fetch_add(1, Ordering::SeqCst);
         ConnGuard(self.clone())
@@ -88,11 +114,19 @@ impl Listeners {
                     let local = listener.local_addr().unwrap_or(addr);
                     tracing::info!(port, %local, "listening");
                     let cancel = CancellationToken::new();
+                    let capacity = match self.shared.settings.max_connections {
+                        0 => self.shared.capacity.clone(),
+                        n => Arc::new(Capacity {
+                            count: Default::default(),
+                            limit: n,
+                        }),
+                    };
                     tokio::spawn(accept_loop(
                         listener,
                         port,
                         self.shared.clone(),
                         cancel.clone(),
+                        capacity,
                     ));
                     running.insert(
                         port,
@@ -142,14 +176,21 @@ async fn accept_loop(
     port: u16,
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    capacity: Arc<Capacity>,
 ) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let guard = shared.conns.enter();
-                    tokio::spawn(server::serve(stream, peer, port, shared.clone(), guard));
+                    if capacity.count.open() >= capacity.limit {
+                        // Refuse early and cheaply; established sessions keep their descriptors.
+                        drop(stream);
+                        shared.metrics.rejected.with_label_values(&["", "max_connections"]).inc();
+                        continue;
+                    }
+                    let guards = (shared.conns.enter(), capacity.count.enter());
+                    tokio::spawn(server::serve(stream, peer, port, shared.clone(), guards));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning; existing sessions go on.

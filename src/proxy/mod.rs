@@ -45,6 +45,12 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     /// `--max-header-bytes`.
     pub max_header_bytes: usize,
+    /// `--max-connections`: open connections per listener; 0 = one process-wide limit derived
+    /// from the open-file limit.
+    pub max_connections: usize,
+    /// After SIGTERM, how long listeners keep accepting while readiness is already false, so
+    /// load balancers stop sending new connections first.
+    pub drain_accept_delay: Duration,
 }
 
 impl Default for ProxySettings {
@@ -54,6 +60,8 @@ impl Default for ProxySettings {
             trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
+            max_connections: 0,
+            drain_accept_delay: Duration::ZERO,
         }
     }
 }
@@ -88,6 +96,10 @@ pub(crate) struct Shared {
     drain: watch::Sender<bool>,
     /// Open client connections and WebSocket sessions, so a drain can wait for them.
     conns: Arc<listeners::ConnCount>,
+    /// The process-wide connection limit used when `max_connections` is 0.
+    capacity: Arc<listeners::Capacity>,
+    /// Readiness was withdrawn (SIGTERM received).
+    stopping: AtomicBool,
 }
 
 /// Handle to the running proxy; cheap to clone.
@@ -117,6 +129,11 @@ impl Proxy {
             ready: AtomicBool::new(false),
             drain,
             conns: Default::default(),
+            capacity: Arc::new(listeners::Capacity {
+                count: Default::default(),
+                limit: listeners::derived_max_connections(),
+            }),
+            stopping: AtomicBool::new(false),
         });
         Self {
             listeners: Arc::new(listeners::Listeners::new(shared.clone())),
@@ -196,7 +213,7 @@ impl Proxy {
 
     /// Whether a first table is serving and no drain has started.
     pub fn is_ready(&self) -> bool {
-        self.shared.ready.load(Ordering::SeqCst) && !*self.shared.drain.borrow()
+        self.shared.ready.load(Ordering::SeqCst) && !self.shared.stopping.load(Ordering::SeqCst)
     }
 
     /// The ports actually bound (useful with port 0 in tests).
@@ -204,12 +221,16 @@ impl Proxy {
         self.listeners.bound()
     }
 
-    /// Starts draining: readiness turns false, listeners stop accepting, HTTP connections finish
-    /// their in-flight request and close. Returns once no connection remains or `deadline` passed.
+    /// Drains: readiness turns false at once; after `drain_accept_delay` listeners stop
+    /// accepting, every WebSocket session gets close 1001 and HTTP connections finish their
+    /// in-flight request. Returns once nothing is open or `deadline` (counted from the call) passed.
     pub async fn drain(&self, deadline: Duration) {
-        self.shared.drain.send_replace(true);
+        let until = tokio::time::Instant::now() + deadline;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        tokio::time::sleep(self.shared.settings.drain_accept_delay.min(deadline / 2)).await;
         self.listeners.close_all().await;
-        let _ = tokio::time::timeout(deadline, self.listeners.wait_idle()).await;
+        self.shared.drain.send_replace(true);
+        let _ = tokio::time::timeout_at(until, self.listeners.wait_idle()).await;
     }
 
     /// The metrics registry.

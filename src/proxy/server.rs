@@ -21,6 +21,8 @@ pub(crate) struct ConnCtx {
     pub(crate) port: u16,
     pub(crate) client: ClientInfo,
     pub(crate) peer: SocketAddr,
+    /// The listener capacity slot; sessions keep the context (and so the slot) alive.
+    _slot: ConnGuard,
 }
 
 /// Serves one accepted connection until it closes (upgraded sessions run on in their own task).
@@ -29,7 +31,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     port: u16,
     shared: Arc<Shared>,
-    guard: ConnGuard,
+    (guard, slot): (ConnGuard, ConnGuard),
 ) {
     let _ = stream.set_nodelay(true);
     let ctx = Arc::new(ConnCtx {
@@ -40,6 +42,7 @@ pub(crate) async fn serve(
         shared: shared.clone(),
         port,
         peer,
+        _slot: slot,
     });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();

@@ -66,9 +66,11 @@ pub(crate) struct Session {
     counters: [DirCounters; 2],
     metrics: crate::metrics::Metrics,
     drain: watch::Receiver<bool>,
-    /// Held for the session's life: connection count, endpoint load, route slot.
+    /// Held for the session's life: drain count, the connection context (with its listener
+    /// slot), endpoint load, route slot.
     _holds: (
         ConnGuard,
+        std::sync::Arc<ConnCtx>,
         super::pools::Lease,
         Option<super::websocket::SessionSlot>,
     ),
@@ -82,7 +84,7 @@ struct DirCounters {
 impl Session {
     pub(crate) fn new(
         route: &str,
-        ctx: &ConnCtx,
+        ctx: &std::sync::Arc<ConnCtx>,
         endpoint: &str,
         settings: &BackendSettings,
         started: Instant,
@@ -104,7 +106,7 @@ impl Session {
             counters: [dir("to_backend"), dir("to_client")],
             metrics: m.clone(),
             drain: ctx.shared.drain.subscribe(),
-            _holds: (ctx.shared.conns.enter(), holds.0, holds.1),
+            _holds: (ctx.shared.conns.enter(), ctx.clone(), holds.0, holds.1),
         }
     }
 }

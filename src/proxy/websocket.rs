@@ -59,7 +59,7 @@ pub(crate) async fn open(
     pool: &BoundPool,
     route_sessions: Option<&Arc<AtomicUsize>>,
     host: &str,
-    ctx: &ConnCtx,
+    ctx: &Arc<ConnCtx>,
 ) -> (Response<ProxyBody>, Option<String>) {
     if !backend.settings.websocket.enabled {
         let resp = respond::text(
