@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod ir;
 pub mod metrics;

@@ -1,0 +1,474 @@
+//! Controller mode (`wsgate run --kubernetes`): cluster reflectors -> the same `Snapshot` ->
+//! `translate()` -> `Proxy::apply()` path as standalone mode, plus status, Events and leader
+//! election.
+//!
+//! Differences from standalone mode, on purpose:
+//! - A translation error never blocks the rest of the cluster's configuration: the bad object (or
+//!   part of it) is already left out by `translate()`, the table is applied, and the error goes to
+//!   the object's status / a Warning Event.
+//! - `/readyz` turns 200 only after every reflector finished its first complete list, because the
+//!   first `apply` happens only then.
+//! - When the API server goes away, the stores keep their contents, so the last table keeps
+//!   serving; the watchers retry with back-off and re-list when it returns.
+
+pub mod leader;
+pub mod reflect;
+pub mod status;
+
+pub use status::{Publish, PublishError};
+
+use crate::metrics::Metrics;
+use crate::proxy::{BindError, Proxy, ProxySettings};
+use crate::translate::{self, Diagnostic, Options, Translated};
+use reflect::{Cluster, ClusterView};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// How long the objects must stay quiet before a rebuild (as in standalone mode).
+pub const QUIET: Duration = Duration::from_millis(100);
+/// The longest a rebuild waits while objects keep changing.
+pub const MAX_DELAY: Duration = Duration::from_millis(500);
+/// How often a replica that is still waiting for its first complete list says so.
+const SYNC_REPORT: Duration = Duration::from_secs(10);
+
+/// Settings of `wsgate run --kubernetes`.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Translation options (class, ports).
+    pub options: Options,
+    /// Data plane settings.
+    pub proxy: ProxySettings,
+    /// `--admin-port`.
+    pub admin_port: u16,
+    /// `--shutdown-drain`.
+    pub shutdown_drain: Duration,
+    /// `--watch-namespace` (all namespaces when empty).
+    pub watch_namespaces: Vec<String>,
+    /// `--publish-service` / `--publish-address`.
+    pub publish: Publish,
+    /// Lease holder identity; `None` = `$POD_NAME`, else `HOSTNAME-PID`.
+    pub identity: Option<String>,
+    /// Namespace of the leader-election Lease; `None` = `$POD_NAMESPACE`, else the in-cluster
+    /// service-account namespace, else the kubeconfig's namespace.
+    pub lease_namespace: Option<String>,
+}
+
+/// Why controller mode cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Neither in-cluster configuration nor a usable kubeconfig.
+    #[error(
+        "cannot load the Kubernetes client configuration (in-cluster service account or KUBECONFIG / ~/.kube/config): {0}"
+    )]
+    Config(String),
+    /// The client could not be built from the configuration.
+    #[error("cannot create the Kubernetes client: {0}")]
+    Client(String),
+    /// A `--watch-namespace` value is not a namespace name.
+    #[error("--watch-namespace {0:?}: not a valid namespace name (lower-case DNS label)")]
+    Namespace(String),
+    /// The admin port could not be opened.
+    #[error("cannot listen on admin port {port}: {message}")]
+    Admin {
+        /// The port.
+        port: u16,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One rebuild: what was read, what translation made of it, and which ports failed to bind.
+#[derive(Debug, Default)]
+pub struct Build {
+    /// The objects read from the cluster.
+    pub view: ClusterView,
+    /// Translation of `view.snapshot`.
+    pub translated: Translated,
+    /// Ports of the applied table that could not be opened.
+    pub bind_errors: Vec<BindError>,
+}
+
+/// The name of the leader-election Lease for an IngressClass (so that installations serving
+/// different classes in one namespace elect separately).
+pub fn lease_name(ingress_class: &str) -> String {
+    format!("wsgate-leader-{ingress_class}")
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// This replica's identity: the configured one, `$POD_NAME`, or `HOSTNAME-PID` outside a pod
+/// (unique per process, so two local processes never share a Lease identity).
+pub fn resolve_identity(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                hostname().unwrap_or_else(|| "wsgate".into()),
+                std::process::id()
+            )
+        })
+}
+
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The Lease namespace: configured, `$POD_NAMESPACE`, the in-cluster service-account namespace,
+/// else the client's default namespace (the kubeconfig context's, or `default`).
+pub fn resolve_lease_namespace(configured: Option<&str>, client_default: &str) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| client_default.to_string())
+}
+
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-')
+}
+
+/// A running controller.
+pub struct Controller {
+    proxy: Proxy,
+    admin: SocketAddr,
+    election: leader::LeaderElection,
+    shutdown_drain: Duration,
+    builds: watch::Receiver<Option<Arc<Build>>>,
+}
+
+impl Controller {
+    /// Connects to the cluster, opens the admin port, starts the reflectors, the rebuild loop,
+    /// leader election and the status writer. Returns at once: `/readyz` turns 200 after the
+    /// first complete sync.
+    pub async fn start(cfg: ControllerConfig, metrics: Metrics) -> Result<Self, Error> {
+        for ns in &cfg.watch_namespaces {
+            if !valid_namespace(ns) {
+                return Err(Error::Namespace(ns.clone()));
+            }
+        }
+        let kube_config = kube::Config::infer()
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let client =
+            kube::Client::try_from(kube_config).map_err(|e| Error::Client(e.to_string()))?;
+
+        let proxy = Proxy::new(cfg.proxy.clone(), metrics);
+        let admin_addr = SocketAddr::new(cfg.proxy.bind, cfg.admin_port);
+        let admin = crate::admin::serve(admin_addr, proxy.clone())
+            .await
+            .map_err(|e| Error::Admin {
+                port: cfg.admin_port,
+                message: e.to_string(),
+            })?;
+
+        let identity = resolve_identity(cfg.identity.as_deref());
+        let lease_ns =
+            resolve_lease_namespace(cfg.lease_namespace.as_deref(), client.default_namespace());
+        let mut cluster = Cluster::start(&client, &cfg.watch_namespaces, cfg.publish.service());
+        let (builds_tx, builds) = watch::channel(None);
+        let rebuild_proxy = proxy.clone();
+        let options = cfg.options.clone();
+        tokio::spawn(async move {
+            if !cluster.wait_synced(SYNC_REPORT).await {
+                tracing::error!("a reflector stopped before its first list; not serving");
+                return;
+            }
+            tracing::info!("initial sync of every watched kind complete");
+            rebuild_loop(cluster, rebuild_proxy, options, builds_tx).await;
+        });
+
+        let election = leader::LeaderElection::start(
+            client.clone(),
+            leader::LeaseConfig::new(
+                lease_ns.clone(),
+                lease_name(&cfg.options.ingress_class),
+                identity.clone(),
+            ),
+        );
+        let feedback = status::Feedback::new(
+            client,
+            cfg.options.clone(),
+            cfg.publish.clone(),
+            identity.clone(),
+        );
+        tokio::spawn(feedback_loop(
+            feedback,
+            builds.clone(),
+            election.subscribe(),
+        ));
+
+        tracing::info!(
+            admin = %admin,
+            identity = %identity,
+            lease = %format!("{lease_ns}/{}", lease_name(&cfg.options.ingress_class)),
+            namespaces = ?cfg.watch_namespaces,
+            "wsgate controller started; waiting for the first complete sync"
+        );
+        Ok(Self {
+            proxy,
+            admin,
+            election,
+            shutdown_drain: cfg.shutdown_drain,
+            builds,
+        })
+    }
+
+    /// The proxy handle.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Where the admin endpoints listen.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Whether this replica holds the Lease now.
+    pub fn is_leader(&self) -> bool {
+        self.election.is_leader()
+    }
+
+    /// The latest rebuild, once the first sync is complete.
+    pub fn latest(&self) -> Option<Arc<Build>> {
+        self.builds.borrow().clone()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then gives up the Lease and drains.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!(drain = ?self.shutdown_drain, "shutting down: releasing leadership, draining");
+        self.election.release(Duration::from_secs(2)).await;
+        self.proxy.drain(self.shutdown_drain).await;
+        tracing::info!("drained; exiting");
+    }
+}
+
+/// Debounces change signals: returns after `QUIET` without a new one, or `MAX_DELAY` after the
+/// first, whichever comes first.
+async fn debounce(changed: &Notify) {
+    changed.notified().await;
+    let deadline = Instant::now() + MAX_DELAY;
+    loop {
+        let wake = (Instant::now() + QUIET).min(deadline);
+        tokio::select! {
+            _ = changed.notified() => {
+                if Instant::now() >= deadline {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => return,
+        }
+    }
+}
+
+fn diagnostic_keys(ds: &[Diagnostic]) -> HashSet<String> {
+    ds.iter().map(ToString::to_string).collect()
+}
+
+async fn rebuild_loop(
+    cluster: Cluster,
+    proxy: Proxy,
+    options: Options,
+    builds: watch::Sender<Option<Arc<Build>>>,
+) {
+    let changed = cluster.changed();
+    let mut logged: HashSet<String> = HashSet::new();
+    let mut bind_errors: Vec<BindError> = Vec::new();
+    let mut applied = false;
+    loop {
+        let started = Instant::now();
+        let view = cluster.view();
+        let translated = translate::translate(&view.snapshot, &options);
+        // Log each problem once while it lasts (rebuilds happen on every object change).
+        let all: Vec<Diagnostic> = translated
+            .diagnostics
+            .iter()
+            .chain(view.unparsed_gateways.iter().map(|g| &g.diagnostic))
+            .cloned()
+            .collect();
+        let keys = diagnostic_keys(&all);
+        for d in &all {
+            if !logged.contains(&d.to_string()) {
+                tracing::warn!(object = %d.object, field = %d.field, severity = ?d.severity, "{}", d.message);
+            }
+        }
+        logged = keys;
+        if !applied || *proxy.table() != translated.table {
+            bind_errors = proxy.apply(translated.table.clone()).await;
+            for e in &bind_errors {
+                tracing::error!("{e}");
+            }
+            let result = if bind_errors.is_empty() {
+                "ok"
+            } else {
+                "error"
+            };
+            proxy
+                .metrics()
+                .config_reloads
+                .with_label_values(&[result])
+                .inc();
+            tracing::info!(
+                result,
+                first = !applied,
+                took = ?started.elapsed(),
+                problems = all.len(),
+                "routing table applied"
+            );
+            applied = true;
+        }
+        let build = Build {
+            view,
+            translated,
+            bind_errors: bind_errors.clone(),
+        };
+        if builds.send(Some(Arc::new(build))).is_err() {
+            return;
+        }
+        debounce(&changed).await;
+    }
+}
+
+/// Retry delays of failed status writes: 1 s doubling up to 30 s.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
+async fn feedback_loop(
+    mut feedback: status::Feedback,
+    mut builds: watch::Receiver<Option<Arc<Build>>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let is_leader = *leader.borrow_and_update();
+        let build = builds.borrow_and_update().clone();
+        if !is_leader {
+            feedback.reset();
+            retry_at = None;
+        } else if let Some(build) = build {
+            if feedback.pass(&build).await {
+                failures = 0;
+                retry_at = None;
+            } else {
+                retry_at = Some(Instant::now() + retry_delay(failures));
+                failures = failures.saturating_add(1);
+            }
+        }
+        tokio::select! {
+            r = builds.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+            _ = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_namespace_fallbacks() {
+        assert_eq!(resolve_identity(Some("pod-1")), "pod-1");
+        assert!(!resolve_identity(None).is_empty());
+        assert_eq!(resolve_lease_namespace(Some("ops"), "default"), "ops");
+    }
+
+    #[test]
+    fn namespaces_are_dns_labels() {
+        assert!(valid_namespace("apps-1"));
+        for bad in ["", "Apps", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(!valid_namespace(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_are_capped() {
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(8));
+        assert_eq!(retry_delay(50), Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn debounce_waits_for_quiet_but_not_longer_than_the_cap() {
+        let n = Arc::new(Notify::new());
+        // A single change: done after QUIET.
+        n.notify_one();
+        let t = Instant::now();
+        debounce(&n).await;
+        assert!(
+            t.elapsed() >= QUIET && t.elapsed() < MAX_DELAY,
+            "{:?}",
+            t.elapsed()
+        );
+        // Changes every 50 ms forever: done at MAX_DELAY.
+        let pinger = {
+            let n = n.clone();
+            tokio::spawn(async move {
+                loop {
+                    n.notify_one();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        debounce(&n).await;
+        assert!(t.elapsed() >= MAX_DELAY, "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < MAX_DELAY + Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        pinger.abort();
+    }
+}

@@ -1,0 +1,467 @@
+//! The cluster source: one reflector per watched kind and namespace, merged into a [`Snapshot`].
+//!
+//! Each reflector keeps its own in-memory store. While the API server is unreachable the stores
+//! keep their last contents (so the last table keeps serving) and the watchers retry with a capped
+//! exponential back-off; a re-list replaces a store atomically once it completes.
+
+use crate::crd::{Gateway, GatewayStatus};
+use crate::source::Snapshot;
+use crate::translate::{Diagnostic, ObjectRef, Severity};
+use futures_util::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch_stream};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Only TLS Secrets are read: that is the only type wsgate uses, and it keeps other Secrets
+/// (tokens, passwords) out of the process.
+pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// Retry delays of a failed list/watch: 500 ms doubling up to 8 s, with jitter, reset after any
+/// successful event. Capped low so that a returning API server is noticed within seconds.
+#[derive(Debug, Clone)]
+pub struct RetryBackoff {
+    next: Duration,
+}
+
+impl RetryBackoff {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(8);
+
+    /// A fresh back-off starting at the minimum delay.
+    pub fn new() -> Self {
+        Self { next: Self::MIN }
+    }
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // Between half and all of the base delay, so that replicas do not retry in lockstep.
+        let jitter = rand::random::<f64>() * 0.5 + 0.5;
+        Some(base.mul_f64(jitter))
+    }
+}
+
+impl Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+/// A Gateway whose stored form does not parse as this version's `Gateway` type (for example a
+/// field added by a newer CRD). It is left out of the snapshot and reported on its own.
+#[derive(Clone, Debug)]
+pub struct UnparsedGateway {
+    /// The object's metadata (name, namespace, uid, generation).
+    pub metadata: ObjectMeta,
+    /// Its current status, when that part parses.
+    pub status: Option<GatewayStatus>,
+    /// What failed, naming the field.
+    pub diagnostic: Diagnostic,
+}
+
+/// Everything read from the cluster at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    /// The objects translation reads.
+    pub snapshot: Snapshot,
+    /// Gateways that could not be read as `Gateway`.
+    pub unparsed_gateways: Vec<UnparsedGateway>,
+    /// The `--publish-service` Service, when configured and present.
+    pub publish_service: Option<Service>,
+}
+
+type ReadyFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// Readers of every reflector plus the "something changed" signal they share.
+pub struct Cluster {
+    ingresses: Vec<Store<Ingress>>,
+    ingress_classes: Vec<Store<IngressClass>>,
+    services: Vec<Store<Service>>,
+    endpoint_slices: Vec<Store<EndpointSlice>>,
+    secrets: Vec<Store<Secret>>,
+    gateways: Vec<Store<DynamicObject>>,
+    publish: Option<Store<Service>>,
+    changed: Arc<Notify>,
+    waits: Vec<(String, ReadyFuture)>,
+}
+
+/// Where a namespaced kind is watched: every namespace, or each listed one.
+fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// An API handle for a namespaced kind in one namespace, or in all.
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn scope_label(plural: &str, scope: &Option<String>) -> String {
+    match scope {
+        Some(ns) => format!("{plural} in namespace {ns}"),
+        None => format!("{plural} in all namespaces"),
+    }
+}
+
+impl Cluster {
+    /// Starts the reflectors: Ingress, Service, EndpointSlice, Secret (TLS only) and Gateway in
+    /// each of `namespaces` (all when empty), IngressClass cluster-wide, and the
+    /// `--publish-service` Service when given as `(namespace, name)`.
+    pub fn start(client: &Client, namespaces: &[String], publish: Option<(&str, &str)>) -> Self {
+        let changed = Arc::new(Notify::new());
+        let mut cluster = Self {
+            ingresses: Vec::new(),
+            ingress_classes: Vec::new(),
+            services: Vec::new(),
+            endpoint_slices: Vec::new(),
+            secrets: Vec::new(),
+            gateways: Vec::new(),
+            publish: None,
+            changed: changed.clone(),
+            waits: Vec::new(),
+        };
+        let gateway_resource = ApiResource::erase::<Gateway>(&());
+        for scope in scopes(namespaces) {
+            let ns = scope.as_deref();
+            let gw: Api<DynamicObject> = match ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &gateway_resource),
+                None => Api::all_with(client.clone(), &gateway_resource),
+            };
+            let s = cluster.reflect(
+                scoped::<Ingress>(client, ns),
+                watcher::Config::default(),
+                Writer::default(),
+                scope_label("Ingresses", &scope),
+            );
+            cluster.ingresses.push(s);
+            let s = cluster.reflect(
+                scoped::<Service>(client, ns),
+                watcher::Config::default(),
+                Writer::default(),
+                scope_label("Services", &scope),
+            );
+            cluster.services.push(s);
+            let s = cluster.reflect(
+                scoped::<EndpointSlice>(client, ns),
+                watcher::Config::default(),
+                Writer::default(),
+                scope_label("EndpointSlices", &scope),
+            );
+            cluster.endpoint_slices.push(s);
+            let s = cluster.reflect(
+                scoped::<Secret>(client, ns),
+                watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
+                Writer::default(),
+                scope_label("TLS Secrets", &scope),
+            );
+            cluster.secrets.push(s);
+            let s = cluster.reflect(
+                gw,
+                watcher::Config::default(),
+                Writer::new(gateway_resource.clone()),
+                scope_label(
+                    "Gateways (wsgate.dev/v1alpha1; is the CRD installed?)",
+                    &scope,
+                ),
+            );
+            cluster.gateways.push(s);
+        }
+        let s = cluster.reflect(
+            Api::<IngressClass>::all(client.clone()),
+            watcher::Config::default(),
+            Writer::default(),
+            "IngressClasses".to_string(),
+        );
+        cluster.ingress_classes.push(s);
+        if let Some((ns, name)) = publish {
+            let s = cluster.reflect(
+                Api::<Service>::namespaced(client.clone(), ns),
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+                Writer::default(),
+                format!("the --publish-service Service {ns}/{name}"),
+            );
+            cluster.publish = Some(s);
+        }
+        cluster
+    }
+
+    /// Spawns one reflector: its watcher retries with [`RetryBackoff`] forever, and every applied,
+    /// deleted or re-listed object set wakes the rebuild loop.
+    fn reflect<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        writer: Writer<K>,
+        label: String,
+    ) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let store = writer.as_reader();
+        let stream = reflector::reflector(
+            writer,
+            watch_stream(api, config).backoff(RetryBackoff::new()),
+        );
+        let changed = self.changed.clone();
+        let task_label = label.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut failing_since: Option<Instant> = None;
+            let mut last_warning: Option<Instant> = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
+                        if let Some(since) = failing_since.take() {
+                            tracing::info!(
+                                watch = %task_label,
+                                after = ?since.elapsed(),
+                                "watch restored; resyncing"
+                            );
+                            last_warning = None;
+                        }
+                        changed.notify_one();
+                    }
+                    Ok(Event::Init | Event::InitApply(_)) => {}
+                    Err(e) => {
+                        let now = Instant::now();
+                        failing_since.get_or_insert(now);
+                        // One warning per minute per watch: the back-off retries far more often.
+                        if last_warning
+                            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                        {
+                            last_warning = Some(now);
+                            tracing::warn!(
+                                watch = %task_label,
+                                error = %e,
+                                "cannot list/watch; retrying with back-off, the last known objects keep serving"
+                            );
+                        } else {
+                            tracing::debug!(watch = %task_label, error = %e, "list/watch retry failed");
+                        }
+                    }
+                }
+            }
+        });
+        let waiter = store.clone();
+        self.waits.push((
+            label,
+            Box::pin(async move { waiter.wait_until_ready().await.is_ok() }),
+        ));
+        store
+    }
+
+    /// The signal every reflector pokes when its objects change.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Waits until every reflector has completed its first full list. Logs, every `report`
+    /// interval, which watches are still waiting. Returns false if a reflector stopped.
+    pub async fn wait_synced(&mut self, report: Duration) -> bool {
+        for (label, wait) in std::mem::take(&mut self.waits) {
+            let mut wait = wait;
+            loop {
+                tokio::select! {
+                    ok = &mut wait => {
+                        if !ok {
+                            return false;
+                        }
+                        tracing::debug!(watch = %label, "initial list complete");
+                        break;
+                    }
+                    _ = tokio::time::sleep(report) => {
+                        tracing::warn!(watch = %label, "still waiting for the first complete list; not ready yet");
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Everything the stores hold now.
+    pub fn view(&self) -> ClusterView {
+        let (gateways, unparsed_gateways) = parse_gateways(collect(&self.gateways));
+        ClusterView {
+            snapshot: Snapshot {
+                ingresses: collect(&self.ingresses),
+                ingress_classes: collect(&self.ingress_classes),
+                services: collect(&self.services),
+                endpoint_slices: collect(&self.endpoint_slices),
+                secrets: collect(&self.secrets),
+                gateways,
+            },
+            unparsed_gateways,
+            publish_service: self
+                .publish
+                .as_ref()
+                .and_then(|s| s.state().first().map(|svc| (**svc).clone())),
+        }
+    }
+}
+
+/// The objects of several stores, cloned and sorted by namespace and name (translation does not
+/// depend on the order, but logs and tests read better this way).
+fn collect<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut out: Vec<K> = stores
+        .iter()
+        .flat_map(|s| s.state())
+        .map(|k| (*k).clone())
+        .collect();
+    out.sort_by(|a, b| {
+        let (a, b) = (a.meta(), b.meta());
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+    });
+    out
+}
+
+/// Reads each stored Gateway as this version's type; one that does not parse is reported with
+/// the field that failed instead of failing the whole list.
+pub fn parse_gateways(objects: Vec<DynamicObject>) -> (Vec<Gateway>, Vec<UnparsedGateway>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for obj in objects {
+        let object = ObjectRef::new(
+            "Gateway",
+            obj.metadata.namespace.as_deref(),
+            obj.metadata.name.as_deref(),
+        );
+        let status = obj
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value::<GatewayStatus>(s.clone()).ok());
+        let value = match serde_json::to_value(&obj) {
+            Ok(v) => v,
+            Err(e) => {
+                bad.push(UnparsedGateway {
+                    metadata: obj.metadata,
+                    status,
+                    diagnostic: Diagnostic {
+                        severity: Severity::Error,
+                        object,
+                        field: String::new(),
+                        message: format!("cannot read the object: {e}"),
+                    },
+                });
+                continue;
+            }
+        };
+        match serde_path_to_error::deserialize::<_, Gateway>(value) {
+            Ok(gw) => good.push(gw),
+            Err(e) => {
+                let field = e.path().to_string();
+                bad.push(UnparsedGateway {
+                    metadata: obj.metadata,
+                    status,
+                    diagnostic: Diagnostic {
+                        severity: Severity::Error,
+                        object,
+                        field: if field == "." { String::new() } else { field },
+                        message: format!("{}; the Gateway is not served", e.inner()),
+                    },
+                });
+            }
+        }
+    }
+    (good, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dynamic(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("test object")
+    }
+
+    #[test]
+    fn gateways_parse_one_by_one() {
+        let ok = dynamic(json!({
+            "apiVersion": "wsgate.dev/v1alpha1", "kind": "Gateway",
+            "metadata": {"name": "good", "namespace": "a", "generation": 2},
+            "spec": {"listeners": [{"name": "web", "port": 8080}]},
+        }));
+        let bad = dynamic(json!({
+            "apiVersion": "wsgate.dev/v1alpha1", "kind": "Gateway",
+            "metadata": {"name": "bad", "namespace": "a"},
+            "spec": {"listeners": [{"name": "web", "port": 8080, "future": true}]},
+            "status": {"observedGeneration": 1, "conditions": []},
+        }));
+        let (good, unparsed) = parse_gateways(vec![ok, bad]);
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].metadata.name.as_deref(), Some("good"));
+        assert_eq!(good[0].spec.listeners[0].port, 8080);
+        assert_eq!(unparsed.len(), 1);
+        let d = &unparsed[0].diagnostic;
+        assert_eq!(d.object.to_string(), "Gateway a/bad");
+        assert_eq!(d.field, "spec.listeners[0].future");
+        assert!(d.message.contains("future"), "{}", d.message);
+        assert_eq!(
+            unparsed[0]
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_resets() {
+        let mut b = RetryBackoff::new();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap_or_default()).collect();
+        assert!(delays[0] >= Duration::from_millis(250) && delays[0] <= Duration::from_millis(500));
+        assert!(delays.iter().all(|d| *d <= RetryBackoff::MAX));
+        assert!(delays[7] >= RetryBackoff::MAX / 2);
+        b.reset();
+        assert!(b.next().unwrap_or_default() <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn scopes_are_all_namespaces_or_each_listed() {
+        assert_eq!(scopes(&[]), vec![None]);
+        assert_eq!(
+            scopes(&["a".into(), "b".into()]),
+            vec![Some("a".to_string()), Some("b".to_string())]
+        );
+    }
+}
