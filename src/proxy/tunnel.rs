@@ -338,9 +338,12 @@ where
             }
             // The source vanished without a close frame: tell the destination properly when the
             // stream is at a frame boundary (1011 to a client whose backend died, 1001 to a backend
-            // whose client left); mid-frame only closing the connection is possible.
+            // whose client left); mid-frame only closing the connection is possible. Once any
+            // close frame has crossed, a closing handshake is under way and a peer may end it by
+            // dropping TCP (RFC 6455 7.1.7, e.g. after an invalid close frame): mirror that.
             let code = if src == BACKEND { 1011 } else { 1001 };
-            if remaining == 0 && held.is_none() && !opaque && carry == 0 {
+            let handshake_started = st.seen_close.load(Ordering::SeqCst) != 0;
+            if remaining == 0 && held.is_none() && !opaque && carry == 0 && !handshake_started {
                 let _ = to.write_all(&close_frame(code, dst)).await;
             }
             let _ = to.shutdown().await;
