@@ -147,15 +147,15 @@ async fn quiet_live_session_outlives_five_request_timeouts() {
     let srv = serve(
         echo.addr,
         &[
-            ("wsgate.dev/request-timeout", "400ms"),
-            ("wsgate.dev/ping-interval", "100ms"),
+            ("wsgate.dev/request-timeout", "1s"),
+            ("wsgate.dev/ping-interval", "200ms"),
         ],
     )
     .await;
     let mut ws = ws_connect(&format!("ws://{}/ws", srv.http())).await;
     // The client only reads (which answers pings); no data for 5 × requestTimeout.
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(2000) {
+    while t0.elapsed() < Duration::from_millis(5000) {
         if let Ok(m) = tokio::time::timeout(Duration::from_millis(50), ws.next()).await {
             assert!(matches!(m, Some(Ok(Message::Ping(_)))), "{m:?}");
         }
@@ -182,7 +182,7 @@ async fn client_that_stops_answering_pings_is_closed_with_1001() {
     assert_eq!(backend_close_code(&echo).await, Some(1001));
     let took = t0.elapsed();
     assert!(
-        took <= Duration::from_millis(500 + 200 + 300),
+        took <= Duration::from_millis(500 + 200 + 600),
         "closed after {took:?}, want within requestTimeout + pingInterval"
     );
     assert_eq!(sessions_total(&srv, "request_timeout").await, 1.0);
@@ -204,7 +204,7 @@ async fn idle_timeout_counts_data_frames_only() {
     let (code, took) = close_code(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(code, 1001);
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1200),
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2000),
         "{took:?}"
     );
     assert_eq!(backend_close_code(&echo).await, Some(1001));
