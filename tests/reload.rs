@@ -124,3 +124,52 @@ async fn removing_a_route_keeps_its_open_sessions() {
     // The established session is untouched: the backend decides when it ends.
     echo_roundtrip(&mut ws, "route is gone, session is not").await;
 }
+
+#[tokio::test]
+async fn removing_an_endpoint_keeps_its_open_sessions() {
+    let a = echo_backend().await;
+    let b = echo_backend_on("127.0.0.2:0").await;
+    let both = service_yaml("live", "echo", &[a.addr, b.addr]);
+    // Both backends share a port number only by chance; use one EndpointSlice per backend instead.
+    let slice = |name: &str, addr: std::net::SocketAddr| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: live\n  labels: {{kubernetes.io/service-name: echo}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n  - addresses: [{}]\n---\n",
+            addr.port(),
+            addr.ip()
+        )
+    };
+    let svc = both.split("---\n").next().unwrap().to_string() + "---\n";
+    let ing = ingress_yaml("live", "chat", &[], &[("", "/ws", "Prefix", "echo")]);
+    let srv = TestServer::start(&[(
+        "live.yaml",
+        svc.clone() + &slice("a", a.addr) + &slice("b", b.addr) + &ing,
+    )])
+    .await;
+    let mut sessions = Vec::new();
+    for _ in 0..10 {
+        sessions.push(ws_connect(&format!("ws://{}/ws", srv.http())).await);
+    }
+    assert!(
+        a.accepted() > 0 && b.accepted() > 0,
+        "round robin used both endpoints"
+    );
+    let on_b = b.accepted();
+    // Endpoint b leaves the EndpointSlices (a scale-down or a failed readiness probe).
+    srv.write("live.yaml", &(svc + &slice("a", a.addr) + &ing));
+    let t0 = Instant::now();
+    while srv.server.proxy().table().backends[0].endpoints.len() != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for ws in sessions.iter_mut() {
+        echo_roundtrip(ws, "the backend decides when I end").await;
+    }
+    let mut fresh = ws_connect(&format!("ws://{}/ws", srv.http())).await;
+    echo_roundtrip(&mut fresh, "new sessions go to a").await;
+    assert_eq!(
+        b.accepted(),
+        on_b,
+        "no new session reaches the removed endpoint"
+    );
+}
