@@ -14,19 +14,29 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_refuses_new_connections_and_keeps_sessions() {
     let echo = echo_backend().await;
-    let yaml = service_yaml("c", "e", &[echo.addr]) + &ingress_yaml("c", "i", &[], &[("", "/", "Prefix", "e")]);
+    let yaml = service_yaml("c", "e", &[echo.addr])
+        + &ingress_yaml("c", "i", &[], &[("", "/", "Prefix", "e")]);
     let srv = TestServer::start_tuned(&[("c.yaml", yaml)], |p| p.max_connections = 5).await;
     let url = format!("ws://{}/", srv.http());
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(ws_connect(&url).await);
     }
-    assert!(tokio_tungstenite::connect_async(&url).await.is_err(), "the 6th connection is refused");
+    assert!(
+        tokio_tungstenite::connect_async(&url).await.is_err(),
+        "the 6th connection is refused"
+    );
     for ws in held.iter_mut() {
         echo_roundtrip(ws, "existing sessions continue").await;
     }
     let m = srv.metrics().await;
-    assert!(metric(&m, r#"wsgate_rejected_total{reason="max_connections",route=""}"#) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            r#"wsgate_rejected_total{reason="max_connections",route=""}"#
+        ) >= 1.0,
+        "{m}"
+    );
     let mut one = held.pop().unwrap();
     one.close(None).await.unwrap();
     while let Some(Ok(_)) = one.next().await {}
@@ -39,7 +49,9 @@ async fn slow_http_backend(delay: Duration) -> std::net::SocketAddr {
     raw_backend(move |mut s| async move {
         let _ = read_head(&mut s).await;
         tokio::time::sleep(delay).await;
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+            .await;
     })
     .await
     .0
@@ -52,12 +64,28 @@ async fn sigterm_drains_sessions_and_in_flight_http_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = service_yaml("d", "e", &[echo.addr])
         + &service_yaml("d", "slow", &[slow])
-        + &ingress_yaml("d", "i", &[], &[("", "/ws", "Prefix", "e"), ("", "/slow", "Prefix", "slow")]);
+        + &ingress_yaml(
+            "d",
+            "i",
+            &[],
+            &[("", "/ws", "Prefix", "e"), ("", "/slow", "Prefix", "slow")],
+        );
     std::fs::write(dir.path().join("d.yaml"), yaml).unwrap();
     let (http, admin) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .args(["run", "--config", dir.path().to_str().unwrap(), "--bind", "127.0.0.1"])
-        .args(["--http-port", &http.to_string(), "--admin-port", &admin.to_string()])
+        .args([
+            "run",
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
         .args(["--shutdown-drain", "6s", "--log-level", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -67,10 +95,15 @@ async fn sigterm_drains_sessions_and_in_flight_http_then_exits() {
     let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let t0 = Instant::now();
     loop {
-        if tokio::net::TcpStream::connect(admin_addr).await.is_ok() && http_get(admin_addr, "x", "/readyz").await.0 == 200 {
+        if tokio::net::TcpStream::connect(admin_addr).await.is_ok()
+            && http_get(admin_addr, "x", "/readyz").await.0 == 200
+        {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "wsgate did not become ready");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "wsgate did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -78,17 +111,32 @@ async fn sigterm_drains_sessions_and_in_flight_http_then_exits() {
     for _ in 0..100 {
         sessions.push(ws_connect(&format!("ws://{http_addr}/ws")).await);
     }
-    let in_flight: Vec<_> = (0..5).map(|_| tokio::spawn(http_get(http_addr, "x", "/slow"))).collect();
+    let in_flight: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(http_get(http_addr, "x", "/slow")))
+        .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let sigterm = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(http_get(admin_addr, "x", "/readyz").await.0, 503, "readiness turns false at once");
+    assert_eq!(
+        http_get(admin_addr, "x", "/readyz").await.0,
+        503,
+        "readiness turns false at once"
+    );
 
     for ws in sessions.iter_mut() {
         let code = loop {
-            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("close within 5 s") {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("close within 5 s")
+            {
                 Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
                 other => panic!("expected close 1001, got {other:?}"),
@@ -101,13 +149,20 @@ async fn sigterm_drains_sessions_and_in_flight_http_then_exits() {
     }
     for r in in_flight {
         let (status, body) = r.await.unwrap();
-        assert_eq!((status, body.as_str()), (200, "slow"), "in-flight HTTP completes");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "slow"),
+            "in-flight HTTP completes"
+        );
     }
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(sigterm.elapsed() < Duration::from_secs(6), "must exit before the drain deadline");
+        assert!(
+            sigterm.elapsed() < Duration::from_secs(6),
+            "must exit before the drain deadline"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -120,8 +175,18 @@ async fn hundred_reloads_under_load_lose_nothing() {
     let web = http_backend("web").await;
     let config = |k: usize| {
         let mut y = service_yaml("r", "e", &[echo.addr]) + &service_yaml("r", "web", &[web.addr]);
-        y += &ingress_yaml("r", "chat", &[("wsgate.dev/idle-timeout", &format!("{}m", 10 + k))], &[("", "/ws", "Prefix", "e")]);
-        y += &ingress_yaml("r", "probe", &[], &[("", &format!("/r-{k}"), "Exact", "web")]);
+        y += &ingress_yaml(
+            "r",
+            "chat",
+            &[("wsgate.dev/idle-timeout", &format!("{}m", 10 + k))],
+            &[("", "/ws", "Prefix", "e")],
+        );
+        y += &ingress_yaml(
+            "r",
+            "probe",
+            &[],
+            &[("", &format!("/r-{k}"), "Exact", "web")],
+        );
         y
     };
     let srv = TestServer::start(&[("r.yaml", config(0))]).await;
@@ -137,7 +202,9 @@ async fn hundred_reloads_under_load_lose_nothing() {
                 let text = format!("{s}:{sent}");
                 ws.send(Message::text(text.clone())).await.expect("send");
                 match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), text, "in order, intact"),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        assert_eq!(t.as_str(), text, "in order, intact")
+                    }
                     other => panic!("session {s} message {sent}: {other:?}"),
                 }
                 sent += 1;
@@ -153,7 +220,10 @@ async fn hundred_reloads_under_load_lose_nothing() {
         srv.write("r.yaml", &config(k));
         let t0 = Instant::now();
         while http_get(srv.http(), "x", &format!("/r-{k}")).await.0 != 200 {
-            assert!(t0.elapsed() < Duration::from_secs(2), "reload {k} not applied");
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "reload {k} not applied"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         slowest = slowest.max(t0.elapsed());
@@ -164,11 +234,32 @@ async fn hundred_reloads_under_load_lose_nothing() {
     for w in workers {
         total += w.await.unwrap();
     }
-    assert!(!before.contains("wsgate_websocket_sessions_total"), "no session closed during reloads: {before}");
+    assert!(
+        !before.contains("wsgate_websocket_sessions_total"),
+        "no session closed during reloads: {before}"
+    );
     assert!(metric(&before, r#"wsgate_config_reloads_total{result="ok"}"#) >= 100.0);
     let after = srv.metrics().await;
-    for reason in ["backend", "request_timeout", "idle_timeout", "max_duration", "shutdown", "backend_error", "client_error", "message_too_big"] {
-        assert_eq!(metric(&after, &format!(r#"wsgate_websocket_sessions_total{{close_reason="{reason}",route="r/chat/*/ws"}}"#)), 0.0, "{reason}");
+    for reason in [
+        "backend",
+        "request_timeout",
+        "idle_timeout",
+        "max_duration",
+        "shutdown",
+        "backend_error",
+        "client_error",
+        "message_too_big",
+    ] {
+        assert_eq!(
+            metric(
+                &after,
+                &format!(
+                    r#"wsgate_websocket_sessions_total{{close_reason="{reason}",route="r/chat/*/ws"}}"#
+                )
+            ),
+            0.0,
+            "{reason}"
+        );
     }
     eprintln!("{total} messages echoed in order across 100 reloads; slowest reload {slowest:?}");
 }

@@ -6,7 +6,7 @@ use super::server::ConnCtx;
 use super::{ProxyBody, respond};
 use crate::ir::Backend;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::Either;
+use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::error::Error as _;
 
@@ -50,6 +50,25 @@ pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// Whether an error chain says the request body exceeded `--max-body-bytes`.
+fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn body_too_large(max: u64) -> Response<ProxyBody> {
+    respond::text_and_close(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body larger than {max} bytes"),
+    )
 }
 
 /// Rewrites a client request head for the backend: hop-by-hop headers out, forwarding headers in,
@@ -104,7 +123,23 @@ pub(crate) async fn forward(
         return (UpstreamError::NoEndpoints.response(), None);
     };
     let endpoint = lease.0.label.clone();
+    let max_body = ctx.shared.settings.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if max_body > 0 && declared.is_some_and(|n| n > max_body) {
+        return (body_too_large(max_body), None);
+    }
     let (mut parts, body) = req.into_parts();
+    // A body without Content-Length (chunked) is cut off at the limit while streaming.
+    let limit = if max_body == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(max_body).unwrap_or(usize::MAX)
+    };
+    let body = Limited::new(body, limit);
     if let Err(e) = prepare_head(&mut parts, &endpoint, host, ctx) {
         return (
             respond::text(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
@@ -119,6 +154,7 @@ pub(crate) async fn forward(
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
             Err(_) => {
+                lease.0.failure();
                 return (
                     UpstreamError::Timeout(endpoint.clone()).response(),
                     Some(endpoint),
@@ -138,6 +174,7 @@ pub(crate) async fn forward(
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Either::Left(body))
         }
+        Err(e) if is_body_limit(&e) => body_too_large(max_body),
         Err(e) if is_timeout(&e) => {
             lease.0.failure();
             UpstreamError::Timeout(endpoint.clone()).response()

@@ -31,6 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// WebSocket handshakes with backends that may be in progress at once; more are answered 503 so
+/// a flood of upgrade requests to a slow backend cannot pile up connections.
+pub const MAX_PENDING_HANDSHAKES: usize = 4096;
+
 /// Body of every response the proxy sends: a relayed backend body or one of its own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
@@ -45,6 +49,8 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     /// `--max-header-bytes`.
     pub max_header_bytes: usize,
+    /// `--max-body-bytes`: request body limit for non-WebSocket requests; 0 = unlimited.
+    pub max_body_bytes: u64,
     /// `--max-connections`: open connections per listener; 0 = one process-wide limit derived
     /// from the open-file limit.
     pub max_connections: usize,
@@ -60,6 +66,7 @@ impl Default for ProxySettings {
             trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
+            max_body_bytes: 0,
             max_connections: 0,
             drain_accept_delay: Duration::ZERO,
         }
@@ -100,6 +107,8 @@ pub(crate) struct Shared {
     capacity: Arc<listeners::Capacity>,
     /// Readiness was withdrawn (SIGTERM received).
     stopping: AtomicBool,
+    /// WebSocket handshakes with backends in progress (bounded, see [`MAX_PENDING_HANDSHAKES`]).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Handle to the running proxy; cheap to clone.
@@ -134,6 +143,7 @@ impl Proxy {
                 limit: listeners::derived_max_connections(),
             }),
             stopping: AtomicBool::new(false),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
         });
         Self {
             listeners: Arc::new(listeners::Listeners::new(shared.clone())),

@@ -106,7 +106,7 @@ impl Drop for Lease {
 pub(crate) struct PoolRuntime {
     cursor: AtomicUsize,
     /// Pooled keep-alive client for plain HTTP.
-    pub(crate) client: Client<HttpConnector, Incoming>,
+    pub(crate) client: Client<HttpConnector, http_body_util::Limited<Incoming>>,
 }
 
 impl PoolRuntime {

@@ -84,6 +84,16 @@ pub(crate) async fn serve(
     drop(guard);
 }
 
+/// Size of the request head as sent: request line and header lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
 /// Method label values are bounded so that clients cannot explode metric cardinality.
 fn method_label(m: &Method) -> &'static str {
     match *m {
@@ -101,6 +111,18 @@ fn method_label(m: &Method) -> &'static str {
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = method_label(req.method());
+    let head_bytes = head_size(&req);
+    if head_bytes > ctx.shared.settings.max_header_bytes {
+        let resp = respond::text_and_close(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!(
+                "request head of {head_bytes} bytes exceeds {}",
+                ctx.shared.settings.max_header_bytes
+            ),
+        );
+        log_request(&ctx, "", method, "", "", resp.status(), start, None);
+        return resp;
+    }
     let table = ctx.shared.table.load_full();
     let host = request_host(req.headers(), req.uri());
     let path = req.uri().path().to_string();

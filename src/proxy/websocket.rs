@@ -102,6 +102,15 @@ pub(crate) async fn open(
     };
     let endpoint = lease.0.label.clone();
     let ep = lease.0.endpoint.clone();
+    let Ok(_pending) = ctx.shared.handshakes.clone().try_acquire_owned() else {
+        let mut resp = respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket handshakes in progress",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return reject(ctx, route, "max_connections", resp);
+    };
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)

@@ -65,22 +65,37 @@ impl TestServer {
     }
 
     /// Like [`TestServer::start_on`] with proxy settings adjusted by `tune`.
-    pub async fn start_tuned(files: &[(&str, String)], tune: impl FnOnce(&mut ProxySettings)) -> Self {
+    pub async fn start_tuned(
+        files: &[(&str, String)],
+        tune: impl FnOnce(&mut ProxySettings),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        let mut proxy = ProxySettings { bind: "127.0.0.1".parse().unwrap(), ..ProxySettings::default() };
+        let mut proxy = ProxySettings {
+            bind: "127.0.0.1".parse().unwrap(),
+            ..ProxySettings::default()
+        };
         tune(&mut proxy);
         let cfg = RunConfig {
             config: dir.path().to_path_buf(),
-            options: Options { http_port: 0, ..Options::default() },
+            options: Options {
+                http_port: 0,
+                ..Options::default()
+            },
             proxy,
             admin_port: 0,
             shutdown_drain: Duration::from_secs(5),
         };
-        let server = Server::start(cfg, Metrics::new()).await.expect("server starts");
-        Self { server, dir, http_port: 0 }
+        let server = Server::start(cfg, Metrics::new())
+            .await
+            .expect("server starts");
+        Self {
+            server,
+            dir,
+            http_port: 0,
+        }
     }
 
     /// Starts with the Ingress listener on an ephemeral port.

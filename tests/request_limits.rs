@@ -1,0 +1,86 @@
+//! Request limits over real sockets: header size (431), body size (413, declared and streamed),
+//! and slow clients (slowloris) closed at the header timeout while others are served.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn serve(tune: impl FnOnce(&mut wsgate::proxy::ProxySettings)) -> (TestServer, HttpBackend) {
+    let web = http_backend("web").await;
+    let yaml = service_yaml("l", "web", &[web.addr]) + &ingress_yaml("l", "i", &[], &[("", "/", "Prefix", "web")]);
+    (TestServer::start_tuned(&[("l.yaml", yaml)], tune).await, web)
+}
+
+#[tokio::test]
+async fn oversized_request_head_gets_431() {
+    let (srv, web) = serve(|p| p.max_header_bytes = 4096).await;
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(5000));
+    let (status, _) = raw_exchange(srv.http(), &big).await;
+    assert_eq!(status, 431);
+    let ok = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Small: {}\r\nConnection: close\r\n\r\n", "a".repeat(3000));
+    assert_eq!(raw_exchange(srv.http(), &ok).await.0, 200);
+    assert_eq!(web.requests.lock().unwrap().len(), 1, "the oversized request never reached the backend");
+}
+
+#[tokio::test]
+async fn oversized_body_gets_413_declared_or_streamed() {
+    let (srv, _web) = serve(|p| p.max_body_bytes = 1000).await;
+    let declared = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}", "b".repeat(2000));
+    assert_eq!(raw_exchange(srv.http(), &declared).await.0, 413);
+    let mut chunked = String::from("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    for _ in 0..4 {
+        chunked.push_str(&format!("1f4\r\n{}\r\n", "c".repeat(500)));
+    }
+    chunked.push_str("0\r\n\r\n");
+    assert_eq!(raw_exchange(srv.http(), &chunked).await.0, 413);
+    let small = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{}", "d".repeat(1000));
+    assert_eq!(raw_exchange(srv.http(), &small).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_at_the_header_timeout() {
+    let (srv, _web) = serve(|p| p.header_timeout = Duration::from_secs(2)).await;
+    let addr = srv.http();
+    let t0 = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let addr = addr;
+        slow.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!("GET /slow-{i} HTTP/1.1\r\nHost: x\r\n");
+            let started = Instant::now();
+            for b in head.bytes().chain(std::iter::repeat(b'x')) {
+                if s.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                // Read with a 1 s window: this is both the "one byte a second" pace and the way
+                // to notice the close.
+                let mut buf = [0u8; 64];
+                match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(_)) => break,
+                    Err(_) => {}
+                }
+                if started.elapsed() > Duration::from_secs(15) {
+                    panic!("slow connection {i} was never closed");
+                }
+            }
+            started.elapsed()
+        }));
+    }
+    // While 500 slow clients hold connections, a normal client is served promptly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(http_get(addr, "x", "/normal").await.0, 200);
+        assert!(t.elapsed() < Duration::from_millis(500), "normal request took {:?}", t.elapsed());
+    }
+    let mut longest = Duration::ZERO;
+    for h in slow {
+        longest = longest.max(h.await.unwrap());
+    }
+    assert!(longest < Duration::from_secs(5), "slow connections closed at the 2 s header timeout, longest lived {longest:?}");
+    eprintln!("500 slowloris connections closed; longest {longest:?}; total {:?}", t0.elapsed());
+}
