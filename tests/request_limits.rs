@@ -46,7 +46,6 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     let t0 = Instant::now();
     let mut slow = Vec::new();
     for i in 0..500 {
-        let addr = addr;
         slow.push(tokio::spawn(async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             let head = format!("GET /slow-{i} HTTP/1.1\r\nHost: x\r\n");
