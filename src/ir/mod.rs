@@ -18,6 +18,8 @@ pub struct RouteTable {
     pub listeners: Arc<[Listener]>,
     /// Every backend referenced by a route; routes refer to them by index.
     pub backends: Arc<[Backend]>,
+    /// Every firewall referenced by a route; routes refer to them by index.
+    pub firewalls: Arc<[Firewall]>,
 }
 
 /// One listening port and the virtual hosts served on it.
@@ -60,6 +62,8 @@ pub struct Route {
     pub path: PathMatch,
     /// Index into [`RouteTable::backends`].
     pub backend: usize,
+    /// Index into [`RouteTable::firewalls`], if the route has one.
+    pub firewall: Option<usize>,
 }
 
 /// A backend pool with its resolved endpoints and the settings that govern traffic to it.
@@ -229,6 +233,61 @@ impl Default for Probe {
     }
 }
 
+/// Request filtering applied before any backend connection (Gateway `firewall`, Ingress
+/// `allowed-origins`/`ip-allow`/`ip-deny`/`rate-limit`). Established sessions are not inspected.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Firewall {
+    /// Owner (`Gateway ns/name`, `Ingress ns/name`); keys rate-limit state across reloads.
+    pub id: Arc<str>,
+    /// Exact `Origin` values allowed for WebSocket upgrades; empty = any.
+    pub allowed_origins: Vec<String>,
+    /// Client networks allowed; empty = any.
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client networks denied.
+    pub ip_deny: Vec<ipnet::IpNet>,
+    /// Token bucket per client IP.
+    pub rate_limit: Option<RateLimit>,
+    /// Ordered rules; the first match decides.
+    pub rules: Vec<FirewallRule>,
+}
+
+/// Requests per second per client IP, with a burst allowance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_second: u32,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// One ordered firewall rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FirewallRule {
+    /// Name, for logs.
+    pub name: String,
+    /// Conditions; every one given must hold.
+    pub path_prefix: Option<PathMatch>,
+    /// Exact path.
+    pub path: Option<String>,
+    /// Method (upper case).
+    pub method: Option<String>,
+    /// Header name (lower case) and its exact value or regex.
+    pub header: Option<HeaderCondition>,
+    /// Allow (stop evaluating rules) or deny (403).
+    pub allow: bool,
+}
+
+/// A header condition of a firewall rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeaderCondition {
+    /// Header name, lower case.
+    pub name: String,
+    /// Exact value.
+    pub value: Option<String>,
+    /// Regular expression (validated by translation) on the value.
+    pub regex: Option<String>,
+}
+
 impl RouteTable {
     /// The listener bound to `port`, if any.
     pub fn listener(&self, port: u16) -> Option<&Listener> {
@@ -269,6 +328,9 @@ impl RouteTable {
                         "route {} refers to missing backend {}",
                         r.id, r.backend
                     ));
+                }
+                if r.firewall.is_some_and(|f| f >= self.firewalls.len()) {
+                    return Err(format!("route {} refers to a missing firewall", r.id));
                 }
             }
         }

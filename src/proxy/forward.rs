@@ -104,16 +104,18 @@ pub(crate) fn prepare_head(
 }
 
 /// Forwards a non-upgrade request and relays the response.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     req: Request<Incoming>,
     route: &str,
     backend: &Backend,
     pool: &BoundPool,
     host: &str,
+    client: std::net::IpAddr,
     ctx: &ConnCtx,
 ) -> (Response<ProxyBody>, Option<String>) {
     let policy = &backend.settings.load_balancing;
-    let ip = ctx.client.peer.to_string();
+    let ip = client.to_string();
     let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {
         ctx.shared
             .metrics

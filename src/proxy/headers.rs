@@ -105,6 +105,42 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for e in entries.iter().rev() {
+        let Some(ip) = parse_node(e) else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// An address from a forwarding header entry: `1.2.3.4`, `1.2.3.4:5`, `[::1]:5`, `::1`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.trim_start_matches('[').split(']').next()?.parse().ok()
+}
+
 /// The request host without port, lower-cased (from `Host`, else the URI authority).
 pub fn request_host(headers: &HeaderMap, uri: &http::Uri) -> String {
     let raw = headers
@@ -157,6 +193,28 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         set_forwarding(&mut h, client, "a.example", &trusted);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+    }
+
+    #[test]
+    fn client_ip_from_trusted_chain() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.5"),
+        );
+        let lb: IpAddr = "10.1.1.1".parse().unwrap();
+        assert_eq!(
+            client_ip(lb, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let outsider: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            client_ip(outsider, &h, &trusted),
+            outsider,
+            "untrusted peers cannot claim an address"
+        );
+        assert_eq!(client_ip(lb, &HeaderMap::new(), &trusted), lb);
     }
 
     #[test]

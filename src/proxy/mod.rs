@@ -3,6 +3,7 @@
 //! One `ArcSwap<ActiveTable>` holds the routing table; each request loads it once. Swapping never
 //! touches established connections or sessions.
 
+mod firewall;
 mod forward;
 mod handshake;
 mod headers;
@@ -78,21 +79,37 @@ pub struct ActiveTable {
     /// The IR as translated.
     pub ir: Arc<RouteTable>,
     pools: Vec<BoundPool>,
+    firewalls: Vec<firewall::CompiledFirewall>,
     /// Open-session counters of routes with `maxConnections`, by route id.
     route_sessions: std::collections::HashMap<Arc<str>, Arc<std::sync::atomic::AtomicUsize>>,
 }
 
+/// What a request needs once it is routed.
+pub(crate) struct Routed<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) backend: &'a Backend,
+    pub(crate) pool: &'a BoundPool,
+    pub(crate) firewall: Option<&'a firewall::CompiledFirewall>,
+}
+
 impl ActiveTable {
-    fn route(&self, port: u16, host: &str, path: &str) -> Option<(&Route, &Backend, &BoundPool)> {
+    fn route(&self, port: u16, host: &str, path: &str) -> Option<Routed<'_>> {
         let (route, backend) = self.ir.route(port, host, path)?;
         let pool = self.pools.get(route.backend)?;
-        Some((route, backend, pool))
+        let firewall = route.firewall.and_then(|f| self.firewalls.get(f));
+        Some(Routed {
+            route,
+            backend,
+            pool,
+            firewall,
+        })
     }
 }
 
 pub(crate) struct Shared {
     table: ArcSwap<ActiveTable>,
     registry: PoolRegistry,
+    limiters: firewall::LimiterRegistry,
     health: health::HealthChecker,
     route_counters: std::sync::Mutex<
         std::collections::HashMap<Arc<str>, std::sync::Weak<std::sync::atomic::AtomicUsize>>,
@@ -125,12 +142,14 @@ impl Proxy {
         let empty = ActiveTable {
             ir: Arc::new(RouteTable::default()),
             pools: Vec::new(),
+            firewalls: Vec::new(),
             route_sessions: Default::default(),
         };
         let (drain, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(empty),
             registry,
+            limiters: Default::default(),
             health: Default::default(),
             route_counters: Default::default(),
             metrics,
@@ -166,10 +185,16 @@ impl Proxy {
                 .zip(pools.iter().map(|p| &p.endpoints[..])),
         );
         let route_sessions = self.route_counters(&table);
+        let firewalls = table
+            .firewalls
+            .iter()
+            .map(|f| self.shared.limiters.compile(f))
+            .collect();
         let ports: Vec<u16> = table.listeners.iter().map(|l| l.port).collect();
         self.shared.table.store(Arc::new(ActiveTable {
             ir: Arc::new(table),
             pools,
+            firewalls,
             route_sessions,
         }));
         self.shared.registry.prune();

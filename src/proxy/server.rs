@@ -1,7 +1,7 @@
 //! One client connection: HTTP/1.1 via hyper, request routing, and the per-request phases
 //! (route -> policy -> pick endpoint -> forward -> log/metrics).
 
-use super::headers::{ClientInfo, request_host};
+use super::headers::{ClientInfo, client_ip, request_host};
 use super::listeners::ConnGuard;
 use super::{ProxyBody, Shared, forward, handshake, respond, websocket};
 use http::{Method, Request, Response, StatusCode};
@@ -126,7 +126,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
     let table = ctx.shared.table.load_full();
     let host = request_host(req.headers(), req.uri());
     let path = req.uri().path().to_string();
-    let Some((route, backend, pool)) = table.route(ctx.port, &host, &path) else {
+    let Some(routed) = table.route(ctx.port, &host, &path) else {
         let resp = respond::text(
             StatusCode::NOT_FOUND,
             &format!("no route for host {host:?} path {path:?}"),
@@ -134,12 +134,45 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
         log_request(&ctx, "", method, &host, &path, resp.status(), start, None);
         return resp;
     };
-    let route_id = route.id.clone();
-    let (resp, endpoint) = if handshake::is_websocket_attempt(&req) {
+    let route_id = routed.route.id.clone();
+    let client = client_ip(
+        ctx.client.peer,
+        req.headers(),
+        &ctx.shared.settings.trusted_proxies,
+    );
+    let websocket = handshake::is_websocket_attempt(&req);
+    if let Some(fw) = routed.firewall
+        && let Err(r) = fw.check(req.method(), &path, req.headers(), client, websocket)
+    {
+        ctx.shared
+            .metrics
+            .rejected
+            .with_label_values(&[&route_id, r.reason])
+            .inc();
+        let mut resp = respond::text(r.status, &r.message);
+        if let Some(secs) = r.retry_after
+            && let Ok(v) = http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        log_request(
+            &ctx,
+            &route_id,
+            method,
+            &host,
+            &path,
+            resp.status(),
+            start,
+            None,
+        );
+        return resp;
+    }
+    let (backend, pool) = (routed.backend, routed.pool);
+    let (resp, endpoint) = if websocket {
         let sessions = table.route_sessions.get(&route_id);
-        websocket::open(req, &route_id, backend, pool, sessions, &host, &ctx).await
+        websocket::open(req, &route_id, backend, pool, sessions, &host, client, &ctx).await
     } else {
-        forward::forward(req, &route_id, backend, pool, &host, &ctx).await
+        forward::forward(req, &route_id, backend, pool, &host, client, &ctx).await
     };
     log_request(
         &ctx,

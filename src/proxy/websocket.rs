@@ -52,6 +52,7 @@ fn reject(
 }
 
 /// Handles a request that tries to open a WebSocket.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open(
     mut req: Request<Incoming>,
     route: &str,
@@ -59,6 +60,7 @@ pub(crate) async fn open(
     pool: &BoundPool,
     route_sessions: Option<&Arc<AtomicUsize>>,
     host: &str,
+    client: std::net::IpAddr,
     ctx: &Arc<ConnCtx>,
 ) -> (Response<ProxyBody>, Option<String>) {
     if !backend.settings.websocket.enabled {
@@ -95,7 +97,7 @@ pub(crate) async fn open(
         _ => None,
     };
     let policy = &backend.settings.load_balancing;
-    let ip = ctx.client.peer.to_string();
+    let ip = client.to_string();
     let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {
         let resp = UpstreamError::NoEndpoints.response();
         return reject(ctx, route, "no_healthy_backend", resp);

@@ -25,14 +25,6 @@ fn parse_int<T: std::str::FromStr>(v: &str) -> Result<T, String> {
         .map_err(|_| format!("invalid value {v:?}; expected a non-negative integer"))
 }
 
-fn parse_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Reads every `wsgate.dev/` annotation of an Ingress into settings, warning on bad values.
 pub(crate) fn settings_from(
     annotations: Option<&BTreeMap<String, String>>,
@@ -178,14 +170,8 @@ pub(crate) fn settings_from(
             "health-probe-hostname" => probe.host = value.trim().to_string(),
             "health-probe-port" => apply(d, obj, &field, parse_int(value), &mut probe.port, false),
             "cache" => apply(d, obj, &field, parse_bool(value), &mut s.cache, false),
-            "allowed-origins" | "ip-allow" | "ip-deny" | "rate-limit" => {
-                let _ = parse_list(value);
-                d.warn(
-                    obj,
-                    &field,
-                    "firewall annotations are not enforced yet (planned); ignored",
-                );
-            }
+            // Read by `firewall::from_annotations`.
+            "allowed-origins" | "ip-allow" | "ip-deny" | "rate-limit" => {}
             _ => d.warn(obj, &field, format!("unknown annotation {key:?}; ignored")),
         }
     }

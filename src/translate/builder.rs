@@ -3,7 +3,8 @@
 
 use super::diagnostics::{Diagnostics, ObjectRef};
 use crate::ir::{
-    Backend, HostMatch, Listener, ListenerProtocol, PathMatch, Route, RouteTable, VirtualHost,
+    Backend, Firewall, HostMatch, Listener, ListenerProtocol, PathMatch, Route, RouteTable,
+    VirtualHost,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,19 +20,28 @@ pub(crate) struct Origin {
     pub field: String,
 }
 
+/// Where a route sends requests and which firewall guards it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// Backend index from [`TableBuilder::backend`].
+    pub backend: usize,
+    /// Firewall index from [`TableBuilder::firewall`].
+    pub firewall: Option<usize>,
+}
+
 struct Candidate {
     port: u16,
     host: HostMatch,
     path: PathMatch,
     id: Arc<str>,
-    backend: usize,
+    target: Target,
     origin: Origin,
 }
 
 struct DefaultCandidate {
     port: u16,
     id: Arc<str>,
-    backend: usize,
+    target: Target,
     origin: Origin,
 }
 
@@ -41,6 +51,7 @@ pub(crate) struct TableBuilder {
     listeners: BTreeMap<u16, ListenerProtocol>,
     backends: Vec<Backend>,
     backend_index: HashMap<Arc<str>, Vec<usize>>,
+    firewalls: Vec<Firewall>,
     candidates: Vec<Candidate>,
     defaults: Vec<DefaultCandidate>,
 }
@@ -55,6 +66,7 @@ impl TableBuilder {
             listeners,
             backends: Vec::new(),
             backend_index: HashMap::new(),
+            firewalls: Vec::new(),
             candidates: Vec::new(),
             defaults: Vec::new(),
         }
@@ -85,6 +97,15 @@ impl TableBuilder {
         self.backends.len() - 1
     }
 
+    /// Adds (or reuses an identical) firewall and returns its index.
+    pub(crate) fn firewall(&mut self, firewall: Firewall) -> usize {
+        if let Some(i) = self.firewalls.iter().position(|f| *f == firewall) {
+            return i;
+        }
+        self.firewalls.push(firewall);
+        self.firewalls.len() - 1
+    }
+
     /// Adds a host/path route on a declared listener port.
     pub(crate) fn route(
         &mut self,
@@ -92,7 +113,7 @@ impl TableBuilder {
         host: HostMatch,
         path: PathMatch,
         id: Arc<str>,
-        backend: usize,
+        target: Target,
         origin: Origin,
     ) {
         self.candidates.push(Candidate {
@@ -100,7 +121,7 @@ impl TableBuilder {
             host,
             path,
             id,
-            backend,
+            target,
             origin,
         });
     }
@@ -110,13 +131,13 @@ impl TableBuilder {
         &mut self,
         port: u16,
         id: Arc<str>,
-        backend: usize,
+        target: Target,
         origin: Origin,
     ) {
         self.defaults.push(DefaultCandidate {
             port,
             id,
-            backend,
+            target,
             origin,
         });
     }
@@ -158,7 +179,8 @@ impl TableBuilder {
                 .push(Route {
                     id: c.id,
                     path: c.path,
-                    backend: c.backend,
+                    backend: c.target.backend,
+                    firewall: c.target.firewall,
                 });
         }
 
@@ -178,7 +200,8 @@ impl TableBuilder {
             let route = Route {
                 id: d.id,
                 path: PathMatch::Prefix("/".into()),
-                backend: d.backend,
+                backend: d.target.backend,
+                firewall: d.target.firewall,
             };
             defaults.insert(d.port, (route, d.origin));
         }
@@ -209,25 +232,39 @@ impl TableBuilder {
                 }
             })
             .collect();
-        canonical_backend_order(listeners, self.backends)
+        canonical_order(listeners, self.backends, self.firewalls)
     }
 }
 
-/// Orders backends by identity (then content) and renumbers routes, so the table does not depend
-/// on the order objects arrived in.
-fn canonical_backend_order(mut listeners: Vec<Listener>, backends: Vec<Backend>) -> RouteTable {
-    let keys: Vec<String> = backends
+/// Sorts items by a key and returns them with the map from old to new index.
+fn canonical<T: std::fmt::Debug>(items: Vec<T>, id: impl Fn(&T) -> &str) -> (Vec<T>, Vec<usize>) {
+    let keys: Vec<String> = items
         .iter()
-        .map(|b| format!("{}\u{0}{:?}", b.id, b))
+        .map(|x| format!("{}\u{0}{:?}", id(x), x))
         .collect();
-    let mut order: Vec<usize> = (0..backends.len()).collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-    let mut new_index = vec![0; backends.len()];
+    let mut new_index = vec![0; items.len()];
     for (new, &old) in order.iter().enumerate() {
         new_index[old] = new;
     }
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let sorted = order.iter().filter_map(|&old| slots[old].take()).collect();
+    (sorted, new_index)
+}
+
+/// Orders backends and firewalls by identity (then content) and renumbers routes, so the table
+/// does not depend on the order objects arrived in.
+fn canonical_order(
+    mut listeners: Vec<Listener>,
+    backends: Vec<Backend>,
+    firewalls: Vec<Firewall>,
+) -> RouteTable {
+    let (backends, b_index) = canonical(backends, |b| &b.id);
+    let (firewalls, f_index) = canonical(firewalls, |f| &f.id);
     let renumber = |r: &Route| Route {
-        backend: new_index[r.backend],
+        backend: b_index[r.backend],
+        firewall: r.firewall.map(|f| f_index[f]),
         ..r.clone()
     };
     for l in listeners.iter_mut() {
@@ -242,10 +279,9 @@ fn canonical_backend_order(mut listeners: Vec<Listener>, backends: Vec<Backend>)
         l.virtual_hosts = vhosts.into();
         l.default_route = l.default_route.as_ref().map(renumber);
     }
-    let mut slots: Vec<Option<Backend>> = backends.into_iter().map(Some).collect();
-    let sorted: Vec<Backend> = order.iter().filter_map(|&old| slots[old].take()).collect();
     RouteTable {
         listeners: listeners.into(),
-        backends: sorted.into(),
+        backends: backends.into(),
+        firewalls: firewalls.into(),
     }
 }

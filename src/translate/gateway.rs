@@ -1,8 +1,9 @@
 //! `Gateway` objects -> listeners, pools, settings and routes, plus their status conditions.
 
 use super::backends::{Index, PortRef};
-use super::builder::{Origin, TableBuilder};
+use super::builder::{Origin, TableBuilder, Target};
 use super::diagnostics::{Diagnostics, ObjectRef};
+use super::firewall;
 use super::settings;
 use crate::crd::Gateway;
 use crate::ir::{Backend, BackendSettings, Endpoint, HostMatch, ListenerProtocol, PathMatch};
@@ -121,13 +122,10 @@ fn translate_one(
             );
         }
     }
-    if spec.firewall.is_some() {
-        diags.error(
-            &obj,
-            "spec.firewall",
-            "the firewall is not enforced yet (planned); refusing to serve without it",
-        );
-    }
+    let firewall = spec
+        .firewall
+        .as_ref()
+        .map(|f| b.firewall(firewall::from_spec(f, &obj, diags)));
 
     // Listeners: name -> (port, hostnames).
     let mut listeners: HashMap<&str, (u16, Vec<HostMatch>)> = HashMap::new();
@@ -331,7 +329,14 @@ fn translate_one(
                         object: obj.clone(),
                         field: field.clone(),
                     };
-                    b.route(*port, h.clone(), p.clone(), id.clone(), backend, origin);
+                    b.route(
+                        *port,
+                        h.clone(),
+                        p.clone(),
+                        id.clone(),
+                        Target { backend, firewall },
+                        origin,
+                    );
                     routes += 1;
                 }
             }

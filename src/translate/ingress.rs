@@ -2,8 +2,9 @@
 
 use super::annotations::settings_from;
 use super::backends::{Index, PortRef};
-use super::builder::{Origin, TableBuilder};
+use super::builder::{Origin, TableBuilder, Target};
 use super::diagnostics::{Diagnostics, ObjectRef};
+use super::firewall;
 use super::{CONTROLLER_NAME, Options};
 use crate::ir::{Backend, BackendSettings, HostMatch, PathMatch};
 use crate::source::Snapshot;
@@ -69,6 +70,8 @@ fn translate_one(
     let obj = ObjectRef::of("Ingress", ing);
     let ns = obj.namespace.clone();
     let settings = settings_from(ing.metadata.annotations.as_ref(), &obj, diags);
+    let firewall = firewall::from_annotations(ing.metadata.annotations.as_ref(), &obj, diags)
+        .map(|f| b.firewall(f));
     let created = ing
         .metadata
         .creation_timestamp
@@ -97,11 +100,14 @@ fn translate_one(
     if let Some(db) = &spec.default_backend
         && let Some(backend) = backend_for(db, "spec.defaultBackend", &obj, &settings, index, diags)
     {
-        let i = b.backend(backend);
+        let target = Target {
+            backend: b.backend(backend),
+            firewall,
+        };
         b.default_route(
             port,
             format!("{ns}/{}/default-backend", obj.name).into(),
-            i,
+            target,
             origin("spec.defaultBackend".into()),
         );
     }
@@ -143,10 +149,13 @@ fn translate_one(
             ) else {
                 continue;
             };
-            let i = b.backend(backend);
+            let target = Target {
+                backend: b.backend(backend),
+                firewall,
+            };
             // The path as written keeps `/ws` (Exact) and `/ws/` (Prefix) apart in metrics.
             let id: Arc<str> = format!("{ns}/{}/{host}{text}", obj.name).into();
-            b.route(port, host.clone(), path, id, i, origin(pfield));
+            b.route(port, host.clone(), path, id, target, origin(pfield));
         }
     }
 }

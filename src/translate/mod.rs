@@ -6,6 +6,7 @@ mod annotations;
 mod backends;
 mod builder;
 mod diagnostics;
+mod firewall;
 mod gateway;
 mod ingress;
 mod settings;

@@ -485,3 +485,44 @@ pub fn gateway_yaml(port: u16, addrs: &[SocketAddr], settings: &str, probes: &st
         list.join(", ")
     )
 }
+
+/// A TCP connection to `addr` from source address `from` (e.g. 127.0.0.3), to act as another client.
+pub async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// Sends a raw request from source address `from`; returns (status, whole reply).
+pub async fn raw_from(from: &str, addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = connect_from(from, addr).await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Until close, or until a 101 head is complete (the connection then stays open).
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+        if out.starts_with(b"HTTP/1.1 101") && out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (
+        text.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        text,
+    )
+}
+
+/// A WebSocket upgrade request (Connection: close after the reply), with extra header lines.
+pub fn upgrade_req(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
