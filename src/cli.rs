@@ -137,14 +137,11 @@ impl RunArgs {
     /// Flags accepted for the contract but not acted on yet, when set to a non-default value.
     pub fn not_yet_enforced(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.watch_namespace.is_empty() {
+        if !self.kubernetes && !self.watch_namespace.is_empty() {
             out.push("--watch-namespace (controller mode only)");
         }
-        if self.publish_service.is_some() || self.publish_address.is_some() {
+        if !self.kubernetes && (self.publish_service.is_some() || self.publish_address.is_some()) {
             out.push("--publish-service/--publish-address (controller mode only)");
-        }
-        if self.max_body_bytes != 0 {
-            out.push("--max-body-bytes");
         }
         out
     }

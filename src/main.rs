@@ -1,6 +1,6 @@
 //! The `wsgate` binary: parses the command line and hands over to the library.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,7 +8,15 @@ use wsgate::cli::{Cli, Command, LogFormat, RunArgs};
 use wsgate::translate::Options;
 
 fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    // kube-client logs every failed API request at ERROR (a flood while the API server is away);
+    // the controller reports those failures itself, with context and rate-limited. An explicit
+    // kube_client directive in --log-level still wins.
+    let spec = if args.log_level.contains("kube_client") {
+        args.log_level.clone()
+    } else {
+        format!("{},kube_client::client::builder=off", args.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
     let format = args
         .log_format
@@ -30,26 +38,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for flag in args.not_yet_enforced() {
         tracing::warn!(flag, "flag accepted but not acted on yet in this version");
     }
+    let options = Options {
+        ingress_class: args.ingress_class.clone(),
+        http_port: args.http_port,
+        https_port: args.https_port,
+    };
+    let proxy = wsgate::proxy::ProxySettings {
+        bind: args.bind,
+        trusted_proxies: args.trusted_proxies.clone(),
+        header_timeout: args.header_timeout,
+        max_header_bytes: args.max_header_bytes,
+        max_body_bytes: args.max_body_bytes,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
+    };
     let Some(config) = args.config.clone() else {
-        bail!(
-            "controller mode (--kubernetes) is not available in this version yet; use --config PATH"
-        );
+        let cfg = wsgate::controller::ControllerConfig {
+            options,
+            proxy,
+            admin_port: args.admin_port,
+            shutdown_drain: args.shutdown_drain,
+            watch_namespaces: args.watch_namespace.clone(),
+            publish: wsgate::controller::Publish::from_flags(
+                args.publish_service.as_deref(),
+                args.publish_address.as_deref(),
+            )?,
+            identity: None,
+            lease_namespace: None,
+        };
+        let controller =
+            wsgate::controller::Controller::start(cfg, wsgate::metrics::Metrics::new()).await?;
+        controller.run_until_signal().await;
+        return Ok(());
     };
     let cfg = wsgate::app::RunConfig {
         config,
-        options: Options {
-            ingress_class: args.ingress_class.clone(),
-            http_port: args.http_port,
-            https_port: args.https_port,
-        },
-        proxy: wsgate::proxy::ProxySettings {
-            bind: args.bind,
-            trusted_proxies: args.trusted_proxies.clone(),
-            header_timeout: args.header_timeout,
-            max_header_bytes: args.max_header_bytes,
-            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-            drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
-        },
+        options,
+        proxy,
         admin_port: args.admin_port,
         shutdown_drain: args.shutdown_drain,
     };

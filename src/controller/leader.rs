@@ -11,8 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -63,20 +64,31 @@ pub enum Error {
     },
 }
 
+/// This replica's standing in the election.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// Holds the Lease now (may write status and Events).
+    pub leader: bool,
+    /// Incremented each time this replica acquires the Lease from another holder or a free
+    /// Lease; renewing its own Lease after a pause (e.g. an API server outage) keeps the term.
+    pub term: u64,
+}
+
 /// The running election.
 pub struct LeaderElection {
-    leader: watch::Receiver<bool>,
+    leader: watch::Receiver<Leadership>,
     task: JoinHandle<()>,
     api: Api<Lease>,
     config: LeaseConfig,
 }
 
 impl LeaderElection {
-    /// Starts campaigning in the background.
-    pub fn start(client: Client, config: LeaseConfig) -> Self {
+    /// Starts campaigning in the background. `reachable` is fired when a request succeeds after
+    /// failures (the API server is back), so that other clients can stop backing off.
+    pub fn start(client: Client, config: LeaseConfig, reachable: Arc<Notify>) -> Self {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(campaign(api.clone(), config.clone(), tx));
+        let (tx, rx) = watch::channel(Leadership::default());
+        let task = tokio::spawn(campaign(api.clone(), config.clone(), tx, reachable));
         Self {
             leader: rx,
             task,
@@ -85,21 +97,21 @@ impl LeaderElection {
         }
     }
 
-    /// `true` while this replica holds the Lease.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    /// This replica's standing, updated as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<Leadership> {
         self.leader.clone()
     }
 
     /// Whether this replica holds the Lease now.
     pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.borrow().leader
     }
 
     /// Stops campaigning and, if we hold the Lease, gives it up so another replica takes over at
     /// once instead of after `lease_duration`. Best effort, bounded by `timeout`.
     pub async fn release(self, timeout: Duration) {
         self.task.abort();
-        let held = *self.leader.borrow();
+        let held = self.leader.borrow().leader;
         if !held {
             return;
         }
@@ -132,13 +144,21 @@ struct Observed {
 /// Outcome of one attempt.
 #[derive(Debug, PartialEq, Eq)]
 enum Attempt {
-    /// We hold the Lease.
-    Holding,
+    /// We hold the Lease; `acquired` when it was not ours before this attempt.
+    Holding {
+        /// Taken from another holder, or created / taken while free.
+        acquired: bool,
+    },
     /// Someone else holds it (identity, when known).
     Held(Option<String>),
 }
 
-async fn campaign(api: Api<Lease>, config: LeaseConfig, tx: watch::Sender<bool>) {
+async fn campaign(
+    api: Api<Lease>,
+    config: LeaseConfig,
+    tx: watch::Sender<Leadership>,
+    reachable: Arc<Notify>,
+) {
     let mut observed = Observed {
         spec: None,
         at: Instant::now(),
@@ -147,24 +167,35 @@ async fn campaign(api: Api<Lease>, config: LeaseConfig, tx: watch::Sender<bool>)
     let mut last_holder: Option<String> = None;
     let mut failing = false;
     loop {
-        match try_acquire_or_renew(&api, &config, &mut observed).await {
-            Ok(Attempt::Holding) => {
+        let attempt = try_acquire_or_renew(&api, &config, &mut observed).await;
+        if failing && attempt.is_ok() {
+            tracing::info!("leader election: the API server is reachable again");
+            reachable.notify_waiters();
+        }
+        match attempt {
+            Ok(Attempt::Holding { acquired }) => {
                 failing = false;
                 last_renewal = Some(Instant::now());
-                if !*tx.borrow() {
+                let mut now = *tx.borrow();
+                if acquired {
+                    now.term += 1;
+                }
+                if !now.leader || acquired {
                     tracing::info!(
                         lease = %format!("{}/{}", config.namespace, config.name),
                         identity = %config.identity,
                         "became leader: this replica writes status and Events"
                     );
-                    tx.send_replace(true);
+                    now.leader = true;
+                    tx.send_replace(now);
+                    last_holder = None;
                 }
             }
             Ok(Attempt::Held(holder)) => {
                 failing = false;
-                if *tx.borrow() {
+                if tx.borrow().leader {
                     tracing::warn!(holder = ?holder, "lost leadership to another replica");
-                    tx.send_replace(false);
+                    tx.send_modify(|l| l.leader = false);
                 }
                 if holder != last_holder {
                     tracing::info!(holder = ?holder, "another replica is leader");
@@ -177,11 +208,11 @@ async fn campaign(api: Api<Lease>, config: LeaseConfig, tx: watch::Sender<bool>)
                     failing = true;
                 }
                 let expired = last_renewal.is_none_or(|t| t.elapsed() >= config.renew_deadline);
-                if *tx.borrow() && expired {
+                if tx.borrow().leader && expired {
                     tracing::warn!(
                         "stepping down: the Lease could not be renewed within the renew deadline"
                     );
-                    tx.send_replace(false);
+                    tx.send_modify(|l| l.leader = false);
                 }
             }
         }
@@ -233,7 +264,7 @@ async fn try_acquire_or_renew(
             Ok(created) => {
                 observed.spec = created.spec;
                 observed.at = Instant::now();
-                Ok(Attempt::Holding)
+                Ok(Attempt::Holding { acquired: true })
             }
             // Another candidate created it first; look again next round.
             Err(e) if is_status(&e, kube::core::Status::is_already_exists) => {
@@ -278,7 +309,7 @@ async fn try_acquire_or_renew(
             }
             observed.spec = updated.spec;
             observed.at = Instant::now();
-            Ok(Attempt::Holding)
+            Ok(Attempt::Holding { acquired: !ours })
         }
         Err(e) if is_status(&e, kube::core::Status::is_conflict) => Ok(Attempt::Held(holder)),
         Err(e) => Err(api_error(config, e)),

@@ -190,6 +190,7 @@ impl Controller {
         let lease_ns =
             resolve_lease_namespace(cfg.lease_namespace.as_deref(), client.default_namespace());
         let mut cluster = Cluster::start(&client, &cfg.watch_namespaces, cfg.publish.service());
+        let reachable = cluster.reachable();
         let (builds_tx, builds) = watch::channel(None);
         let rebuild_proxy = proxy.clone();
         let options = cfg.options.clone();
@@ -209,6 +210,7 @@ impl Controller {
                 lease_name(&cfg.options.ingress_class),
                 identity.clone(),
             ),
+            reachable,
         );
         let feedback = status::Feedback::new(
             client,
@@ -362,15 +364,20 @@ fn retry_delay(failures: u32) -> Duration {
 async fn feedback_loop(
     mut feedback: status::Feedback,
     mut builds: watch::Receiver<Option<Arc<Build>>>,
-    mut leader: watch::Receiver<bool>,
+    mut leader: watch::Receiver<leader::Leadership>,
 ) {
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
+    let mut term = 0u64;
     loop {
-        let is_leader = *leader.borrow_and_update();
+        let standing = *leader.borrow_and_update();
         let build = builds.borrow_and_update().clone();
-        if !is_leader {
+        // A new term may follow another replica's: report every current problem again once.
+        if standing.term != term {
+            term = standing.term;
             feedback.reset();
+        }
+        if !standing.leader {
             retry_at = None;
         } else if let Some(build) = build {
             if feedback.pass(&build).await {

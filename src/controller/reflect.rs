@@ -15,9 +15,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::utils::Backoff;
+use kube::runtime::watcher as watch_stream;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch_stream};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -33,7 +32,9 @@ use tokio::time::Instant;
 pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
 
 /// Retry delays of a failed list/watch: 500 ms doubling up to 8 s, with jitter, reset after any
-/// successful event. Capped low so that a returning API server is noticed within seconds.
+/// successful event. A watcher waiting out its delay also retries as soon as any other request
+/// to the API server succeeds again (see [`Cluster::reachable`]), so a returning API server is
+/// noticed within about one Lease retry period, not one full back-off.
 #[derive(Debug, Clone)]
 pub struct RetryBackoff {
     next: Duration,
@@ -46,6 +47,11 @@ impl RetryBackoff {
     /// A fresh back-off starting at the minimum delay.
     pub fn new() -> Self {
         Self { next: Self::MIN }
+    }
+
+    /// Back to the minimum delay.
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
     }
 }
 
@@ -64,12 +70,6 @@ impl Iterator for RetryBackoff {
         // Between half and all of the base delay, so that replicas do not retry in lockstep.
         let jitter = rand::random::<f64>() * 0.5 + 0.5;
         Some(base.mul_f64(jitter))
-    }
-}
-
-impl Backoff for RetryBackoff {
-    fn reset(&mut self) {
-        self.next = Self::MIN;
     }
 }
 
@@ -108,6 +108,7 @@ pub struct Cluster {
     gateways: Vec<Store<DynamicObject>>,
     publish: Option<Store<Service>>,
     changed: Arc<Notify>,
+    reachable: Arc<Notify>,
     waits: Vec<(String, ReadyFuture)>,
 }
 
@@ -154,6 +155,7 @@ impl Cluster {
             gateways: Vec::new(),
             publish: None,
             changed: changed.clone(),
+            reachable: Arc::new(Notify::new()),
             waits: Vec::new(),
         };
         let gateway_resource = ApiResource::erase::<Gateway>(&());
@@ -221,8 +223,9 @@ impl Cluster {
         cluster
     }
 
-    /// Spawns one reflector: its watcher retries with [`RetryBackoff`] forever, and every applied,
-    /// deleted or re-listed object set wakes the rebuild loop.
+    /// Spawns one reflector. After a failed list/watch it waits out a [`RetryBackoff`] delay, or
+    /// less when [`Cluster::reachable`] fires; every applied, deleted or re-listed object set
+    /// wakes the rebuild loop.
     fn reflect<K>(
         &mut self,
         api: Api<K>,
@@ -235,19 +238,21 @@ impl Cluster {
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
         let store = writer.as_reader();
-        let stream = reflector::reflector(
-            writer,
-            watch_stream(api, config).backoff(RetryBackoff::new()),
-        );
+        let stream = reflector::reflector(writer, watch_stream(api, config));
         let changed = self.changed.clone();
+        let reachable = self.reachable.clone();
         let task_label = label.clone();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            let mut backoff = RetryBackoff::new();
             let mut failing_since: Option<Instant> = None;
             let mut last_warning: Option<Instant> = None;
             while let Some(item) = stream.next().await {
                 match item {
-                    Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
+                    // Emitted before the list request is even made: no sign of success.
+                    Ok(Event::Init) => {}
+                    Ok(event) => {
+                        backoff.reset();
                         if let Some(since) = failing_since.take() {
                             tracing::info!(
                                 watch = %task_label,
@@ -255,14 +260,16 @@ impl Cluster {
                                 "watch restored; resyncing"
                             );
                             last_warning = None;
+                            reachable.notify_waiters();
                         }
-                        changed.notify_one();
+                        if !matches!(event, Event::InitApply(_)) {
+                            changed.notify_one();
+                        }
                     }
-                    Ok(Event::Init | Event::InitApply(_)) => {}
                     Err(e) => {
                         let now = Instant::now();
                         failing_since.get_or_insert(now);
-                        // One warning per minute per watch: the back-off retries far more often.
+                        // One warning per minute per watch: retries come far more often.
                         if last_warning
                             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
                         {
@@ -275,6 +282,11 @@ impl Cluster {
                         } else {
                             tracing::debug!(watch = %task_label, error = %e, "list/watch retry failed");
                         }
+                        let delay = backoff.next().unwrap_or(RetryBackoff::MAX);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = reachable.notified() => backoff.reset(),
+                        }
                     }
                 }
             }
@@ -285,6 +297,12 @@ impl Cluster {
             Box::pin(async move { waiter.wait_until_ready().await.is_ok() }),
         ));
         store
+    }
+
+    /// Fired (to every waiter) when a request to the API server succeeds after failures: watchers
+    /// waiting out a back-off retry at once. The leader election fires it too.
+    pub fn reachable(&self) -> Arc<Notify> {
+        self.reachable.clone()
     }
 
     /// The signal every reflector pokes when its objects change.
@@ -453,7 +471,7 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= RetryBackoff::MAX));
         assert!(delays[7] >= RetryBackoff::MAX / 2);
         b.reset();
-        assert!(b.next().unwrap_or_default() <= Duration::from_millis(500));
+        assert!(b.next().unwrap_or_default() <= RetryBackoff::MIN);
     }
 
     #[test]

@@ -365,7 +365,8 @@ struct EventKey {
 }
 
 /// Writes status and Events for one build; keeps what it emitted so each problem is reported
-/// once per leadership term (and again if it goes away and comes back).
+/// once per leadership term (and again if it goes away and comes back). A term survives an API
+/// server outage during which no other replica took the Lease.
 pub struct Feedback {
     client: Client,
     options: Options,
@@ -395,7 +396,7 @@ impl Feedback {
         }
     }
 
-    /// Forgets emitted Events (on losing leadership: the next term reports afresh).
+    /// Forgets emitted Events (a new leadership term reports every current problem afresh).
     pub fn reset(&mut self) {
         self.emitted.clear();
     }
@@ -609,13 +610,19 @@ impl Feedback {
             format!("{}: {}", d.field, d.message)
         };
         let name = regarding.name.clone().unwrap_or_else(|| "wsgate".into());
+        let now = Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", truncate(&name, 200))),
+                // `generateName` may not end in "."; this is the naming kubectl and client-go use.
+                name: Some(format!(
+                    "{}.{:x}",
+                    name.chars().take(230).collect::<String>(),
+                    now.as_nanosecond()
+                )),
                 namespace: Some(ns.clone()),
                 ..ObjectMeta::default()
             },
-            event_time: Some(MicroTime(Timestamp::now())),
+            event_time: Some(MicroTime(now)),
             action: Some("Translate".into()),
             reason: Some(event_reason(d).into()),
             note: Some(truncate(&note, 1024)),

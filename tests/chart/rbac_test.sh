@@ -175,21 +175,20 @@ wild = [r for r in all_rules
         if any("*" in x for k in ("apiGroups", "resources", "verbs", "resourceNames") for x in r.get(k, []))]
 check("no '*' in any apiGroups/resources/verbs", not wild, wild)
 check("no nonResourceURLs", not any("nonResourceURLs" in r for r in all_rules))
-read = {"get", "list", "watch"}
+read = {"list", "watch"}
 cluster_grants = grants((cr or {}).get("rules", []))
-check("Secrets verbs are exactly get/list/watch", cluster_grants.get(("", "secrets")) == read,
+check("Secrets verbs are exactly list/watch (read-only)", cluster_grants.get(("", "secrets")) == read,
       cluster_grants.get(("", "secrets")))
 expected_cluster = {
     ("networking.k8s.io", "ingresses"): read,
     ("networking.k8s.io", "ingressclasses"): read,
-    ("networking.k8s.io", "ingresses/status"): {"update", "patch"},
+    ("networking.k8s.io", "ingresses/status"): {"patch"},
     ("", "services"): read,
     ("discovery.k8s.io", "endpointslices"): read,
     ("", "secrets"): read,
     ("wsgate.dev", "gateways"): read,
-    ("wsgate.dev", "gateways/status"): {"update", "patch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("wsgate.dev", "gateways/status"): {"patch"},
+    ("events.k8s.io", "events"): {"create"},
 }
 check("ClusterRole grants exactly what the controller uses", cluster_grants == expected_cluster,
       {k: sorted(v) for k, v in cluster_grants.items() if expected_cluster.get(k) != v}
