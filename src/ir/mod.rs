@@ -33,6 +33,38 @@ pub struct Listener {
     pub virtual_hosts: Arc<[VirtualHost]>,
     /// Route used when no host/path rule matches (Ingress `defaultBackend`).
     pub default_route: Option<Route>,
+    /// Certificates of an HTTPS listener, chosen by SNI.
+    pub certificates: Arc<[TlsCertificate]>,
+}
+
+/// A certificate and key from a `kubernetes.io/tls` Secret, served for some SNI names.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TlsCertificate {
+    /// Where it came from, e.g. `Secret apps/chat-tls`.
+    pub source: String,
+    /// SNI names it is served for; empty = any name (the listener's default).
+    pub hosts: Vec<HostMatch>,
+    /// PEM certificate chain.
+    pub cert_pem: Redacted<String>,
+    /// PEM private key.
+    pub key_pem: Redacted<String>,
+}
+
+/// A secret value: `Debug` and `Serialize` print `[redacted]`; equality compares the value, so a
+/// rotated secret changes the table.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Redacted<T>(pub T);
+
+impl<T> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> Serialize for Redacted<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
 }
 
 /// Plain HTTP or TLS on a listener port.
@@ -98,7 +130,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// Protocol spoken to the backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum BackendProtocol {
     /// Cleartext.
     #[default]
@@ -136,6 +168,8 @@ pub enum HashOn {
 pub struct BackendSettings {
     /// HTTP or HTTPS to the backend.
     pub protocol: BackendProtocol,
+    /// PEM CA certificates that verify an HTTPS backend; `None` = the bundled public roots.
+    pub ca_pem: Option<Redacted<String>>,
     /// TCP (+TLS) connect limit.
     pub connect_timeout: Timeout,
     /// Response-header / 101 limit; also the no-frame-at-all limit of a session.
@@ -154,6 +188,7 @@ impl Default for BackendSettings {
     fn default() -> Self {
         Self {
             protocol: BackendProtocol::Http,
+            ca_pem: None,
             connect_timeout: Timeout::secs(5),
             request_timeout: Timeout::secs(60),
             load_balancing: LoadBalancing::RoundRobin,

@@ -75,6 +75,7 @@ fn body_too_large(max: u64) -> Response<ProxyBody> {
 /// origin-form URI `http://endpoint/path?query`.
 pub(crate) fn prepare_head(
     parts: &mut http::request::Parts,
+    scheme: &str,
     endpoint: &str,
     host: &str,
     ctx: &ConnCtx,
@@ -96,7 +97,7 @@ pub(crate) fn prepare_head(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    parts.uri = format!("http://{endpoint}{pq}")
+    parts.uri = format!("{scheme}://{endpoint}{pq}")
         .parse::<Uri>()
         .map_err(|e| e.to_string())?;
     parts.version = Version::HTTP_11;
@@ -142,7 +143,7 @@ pub(crate) async fn forward(
         usize::try_from(max_body).unwrap_or(usize::MAX)
     };
     let body = Limited::new(body, limit);
-    if let Err(e) = prepare_head(&mut parts, &endpoint, host, ctx) {
+    if let Err(e) = prepare_head(&mut parts, pool.runtime.scheme, &endpoint, host, ctx) {
         return (
             respond::text(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
             None,

@@ -1,17 +1,22 @@
 //! Active health probes: one task per (pool, endpoint, probe), started and stopped as tables change.
 
 use super::pools::EndpointState;
-use crate::ir::{Backend, Probe};
+use crate::ir::{Backend, BackendProtocol, Probe};
 use http::{Request, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 type Key = (Arc<str>, String, String);
+/// A probe the table asks for: its endpoint, settings and TLS client config (HTTPS probes).
+type Wanted = (
+    Weak<EndpointState>,
+    Probe,
+    Option<Arc<rustls::ClientConfig>>,
+);
 /// A running probe and the endpoint it judges.
 type Running = (JoinHandle<()>, Weak<EndpointState>);
 
@@ -27,14 +32,19 @@ impl HealthChecker {
         &self,
         backends: impl Iterator<Item = (&'a Backend, &'a [Arc<EndpointState>])>,
     ) {
-        let mut wanted: HashMap<Key, (Weak<EndpointState>, Probe)> = HashMap::new();
+        let mut wanted: HashMap<Key, Wanted> = HashMap::new();
         for (backend, endpoints) in backends {
             let Some(probe) = &backend.settings.probe else {
                 continue;
             };
+            let tls = (probe.protocol == BackendProtocol::Https).then(|| {
+                let ca = backend.settings.ca_pem.as_ref().map(|c| c.0.as_str());
+                super::tls::client_config(ca).ok()
+            });
+            let tls = tls.flatten();
             for ep in endpoints {
                 let key = (ep.pool.clone(), ep.label.clone(), format!("{probe:?}"));
-                wanted.insert(key, (Arc::downgrade(ep), probe.clone()));
+                wanted.insert(key, (Arc::downgrade(ep), probe.clone(), tls.clone()));
             }
         }
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,22 +59,22 @@ impl HealthChecker {
             }
             keep
         });
-        for (key, (ep, probe)) in wanted {
+        for (key, (ep, probe, tls)) in wanted {
             if tasks.contains_key(&key) {
                 continue;
             }
-            let task = tokio::spawn(probe_loop(ep.clone(), probe));
+            let task = tokio::spawn(probe_loop(ep.clone(), probe, tls));
             tasks.insert(key, (task, ep));
         }
     }
 }
 
-async fn probe_loop(ep: Weak<EndpointState>, probe: Probe) {
+async fn probe_loop(ep: Weak<EndpointState>, probe: Probe, tls: Option<Arc<rustls::ClientConfig>>) {
     let interval = probe.interval.get().unwrap_or(Duration::from_secs(10));
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
         let Some(state) = ep.upgrade() else { return };
-        let result = probe_once(&state, &probe).await;
+        let result = probe_once(&state, &probe, tls.as_ref()).await;
         match &result {
             Ok(()) => {
                 successes += 1;
@@ -87,7 +97,11 @@ async fn probe_loop(ep: Weak<EndpointState>, probe: Probe) {
     }
 }
 
-async fn probe_once(ep: &EndpointState, probe: &Probe) -> Result<(), String> {
+async fn probe_once(
+    ep: &EndpointState,
+    probe: &Probe,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(), String> {
     let port = if probe.port == 0 {
         ep.endpoint.port
     } else {
@@ -100,7 +114,7 @@ async fn probe_once(ep: &EndpointState, probe: &Probe) -> Result<(), String> {
     };
     let limit = probe.timeout.get().unwrap_or(Duration::from_secs(5));
     let attempt = async {
-        let stream = TcpStream::connect((ep.endpoint.host.as_ref(), port))
+        let stream = super::tls::connect(&ep.endpoint.host, port, tls)
             .await
             .map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -190,7 +190,25 @@ async fn accept_loop(
                         continue;
                     }
                     let guards = (shared.conns.enter(), capacity.count.enter());
-                    tokio::spawn(server::serve(stream, peer, port, shared.clone(), guards));
+                    let _ = stream.set_nodelay(true);
+                    match shared.tls_configs.load().get(&port).cloned() {
+                        None => {
+                            tokio::spawn(server::serve(stream, peer, port, false, shared.clone(), guards));
+                        }
+                        Some(config) => {
+                            let shared = shared.clone();
+                            // The handshake runs in the connection's task, bounded like a request
+                            // head, so slow TLS clients never hold up the accept loop.
+                            tokio::spawn(async move {
+                                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                                match tokio::time::timeout(shared.settings.header_timeout, accept).await {
+                                    Ok(Ok(tls)) => server::serve(tls, peer, port, true, shared, guards).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, port, error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, port, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning; existing sessions go on.

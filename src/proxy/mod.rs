@@ -12,13 +12,14 @@ mod listeners;
 mod pools;
 mod respond;
 mod server;
+mod tls;
 mod tunnel;
 mod websocket;
 
 pub use handshake::{GateError, accept_key, check_client};
 pub use listeners::BindError;
 
-use crate::ir::{Backend, Route, RouteTable};
+use crate::ir::{Backend, ListenerProtocol, Route, RouteTable};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -124,6 +125,10 @@ pub(crate) struct Shared {
     capacity: Arc<listeners::Capacity>,
     /// Readiness was withdrawn (SIGTERM received).
     stopping: AtomicBool,
+    /// Server config per HTTPS listener port.
+    tls_configs: ArcSwap<std::collections::HashMap<u16, Arc<rustls::ServerConfig>>>,
+    /// Served for SNI names no Secret covers.
+    default_cert: Arc<rustls::sign::CertifiedKey>,
     /// WebSocket handshakes with backends in progress (bounded, see [`MAX_PENDING_HANDSHAKES`]).
     handshakes: Arc<tokio::sync::Semaphore>,
 }
@@ -163,6 +168,10 @@ impl Proxy {
             }),
             stopping: AtomicBool::new(false),
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
+            tls_configs: ArcSwap::from_pointee(Default::default()),
+            // Generating a self-signed certificate does not depend on input; failure would mean a
+            // broken crypto provider, which no request could work around.
+            default_cert: tls::default_certificate().expect("a self-signed default certificate"),
         });
         Self {
             listeners: Arc::new(listeners::Listeners::new(shared.clone())),
@@ -191,6 +200,31 @@ impl Proxy {
             .map(|f| self.shared.limiters.compile(f))
             .collect();
         let ports: Vec<u16> = table.listeners.iter().map(|l| l.port).collect();
+        let mut tls_configs = std::collections::HashMap::new();
+        let mut errors = Vec::new();
+        for l in table
+            .listeners
+            .iter()
+            .filter(|l| l.protocol == ListenerProtocol::Https)
+        {
+            match tls::server_config(l, &self.shared.default_cert) {
+                Ok((config, problems)) => {
+                    for p in problems {
+                        errors.push(BindError {
+                            port: l.port,
+                            message: p,
+                        });
+                    }
+                    tls_configs.insert(l.port, config);
+                }
+                Err(e) => errors.push(BindError {
+                    port: l.port,
+                    message: format!("TLS configuration: {e}"),
+                }),
+            }
+        }
+        // New handshakes use the new certificates; open connections keep theirs.
+        self.shared.tls_configs.store(Arc::new(tls_configs));
         self.shared.table.store(Arc::new(ActiveTable {
             ir: Arc::new(table),
             pools,
@@ -198,7 +232,7 @@ impl Proxy {
             route_sessions,
         }));
         self.shared.registry.prune();
-        let errors = self.listeners.sync(&ports).await;
+        errors.extend(self.listeners.sync(&ports).await);
         self.shared.ready.store(true, Ordering::SeqCst);
         errors
     }

@@ -2,7 +2,9 @@
 //! per-endpoint health and load counters, and endpoint choice (round robin, least connections,
 //! rendezvous hashing) over the endpoints that are available now.
 
-use crate::ir::{Backend, Endpoint, HashOn, LoadBalancing, Timeout};
+use crate::ir::{
+    Backend, BackendProtocol, BackendSettings, Endpoint, HashOn, LoadBalancing, Timeout,
+};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -105,25 +107,66 @@ impl Drop for Lease {
 /// Connection pool and cursor of one backend pool.
 pub(crate) struct PoolRuntime {
     cursor: AtomicUsize,
-    /// Pooled keep-alive client for plain HTTP.
-    pub(crate) client: Client<HttpConnector, http_body_util::Limited<Incoming>>,
+    /// Pooled keep-alive client for plain HTTP requests (HTTP or HTTPS to the backend).
+    pub(crate) client:
+        Client<hyper_rustls::HttpsConnector<HttpConnector>, http_body_util::Limited<Incoming>>,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// TLS to the backend (WebSocket connections), `None` for HTTP backends.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PoolRuntime {
-    fn new(connect_timeout: Timeout) -> Self {
+    fn new(settings: &BackendSettings) -> Self {
+        let tls = (settings.protocol == BackendProtocol::Https).then(|| {
+            let ca = settings.ca_pem.as_ref().map(|c| c.0.as_str());
+            super::tls::client_config(ca).unwrap_or_else(|e| {
+                // Fail closed: an unusable CA must not fall back to trusting other roots.
+                tracing::error!(error = %e, "backend CA unusable; TLS to this backend will fail");
+                super::tls::client_config(Some(""))
+                    .unwrap_or_else(|_| Arc::new(empty_client_config()))
+            })
+        });
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(connect_timeout.get());
+        connector.set_connect_timeout(settings.connect_timeout.get());
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config({
+                // hyper-rustls sets ALPN itself from enable_http1() and panics if it is preset.
+                let mut config = tls.as_deref().cloned().unwrap_or_else(empty_client_config);
+                config.alpn_protocols.clear();
+                config
+            })
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
-            .build(connector);
+            .build(https);
         Self {
             cursor: AtomicUsize::new(0),
             client,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
         }
     }
+}
+
+/// A client config that trusts nothing (used for plain-HTTP pools, which never handshake).
+fn empty_client_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(super::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
 }
 
 /// A backend as one table sees it: its runtime and the state of each of its endpoints.
@@ -191,7 +234,8 @@ pub(crate) fn hash_key<'a>(
     }
 }
 
-type PoolKey = (Arc<str>, Timeout);
+/// Identity, connect timeout, protocol and CA: a change to any of them builds a new pool.
+type PoolKey = (Arc<str>, Timeout, BackendProtocol, Option<String>);
 type EndpointKey = (Arc<str>, Endpoint);
 
 /// Finds runtime state by identity, creating it when new; forgets what no table uses.
@@ -214,13 +258,19 @@ impl PoolRegistry {
 
     /// The runtime and endpoint states for a backend of a new table.
     pub(crate) fn bind(&self, backend: &Backend) -> BoundPool {
-        let key = (backend.id.clone(), backend.settings.connect_timeout);
+        let st = &backend.settings;
+        let key = (
+            backend.id.clone(),
+            st.connect_timeout,
+            st.protocol,
+            st.ca_pem.as_ref().map(|c| c.0.clone()),
+        );
         let runtime = {
             let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
             match pools.get(&key).and_then(Weak::upgrade) {
                 Some(p) => p,
                 None => {
-                    let p = Arc::new(PoolRuntime::new(backend.settings.connect_timeout));
+                    let p = Arc::new(PoolRuntime::new(&backend.settings));
                     pools.insert(key, Arc::downgrade(&p));
                     p
                 }

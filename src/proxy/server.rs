@@ -13,7 +13,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
 
 /// Everything a request handler needs to know about its connection.
 pub(crate) struct ConnCtx {
@@ -26,18 +25,20 @@ pub(crate) struct ConnCtx {
 }
 
 /// Serves one accepted connection until it closes (upgraded sessions run on in their own task).
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<IO>(
+    stream: IO,
     peer: SocketAddr,
     port: u16,
+    tls: bool,
     shared: Arc<Shared>,
     (guard, slot): (ConnGuard, ConnGuard),
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ctx = Arc::new(ConnCtx {
         client: ClientInfo {
             peer: peer.ip(),
-            tls: false,
+            tls,
         },
         shared: shared.clone(),
         port,

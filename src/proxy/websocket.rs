@@ -35,7 +35,6 @@ impl Drop for SessionSlot {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
-use tokio::net::TcpStream;
 
 fn reject(
     ctx: &ConnCtx,
@@ -123,7 +122,7 @@ pub(crate) async fn open(
     let client_upgrade = hyper::upgrade::on(&mut req);
 
     let (mut parts, _body) = req.into_parts();
-    if let Err(e) = prepare_head(&mut parts, &endpoint, host, ctx) {
+    if let Err(e) = prepare_head(&mut parts, pool.runtime.scheme, &endpoint, host, ctx) {
         return (
             respond::text(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
             None,
@@ -147,7 +146,8 @@ pub(crate) async fn open(
     let settings = &backend.settings;
     let started = Instant::now();
     let exchange = async {
-        let connect = TcpStream::connect((ep.host.as_ref(), ep.port));
+        // connectTimeout covers TCP and, for HTTPS backends, the TLS handshake.
+        let connect = super::tls::connect(&ep.host, ep.port, pool.runtime.tls.as_ref());
         let stream = match settings.connect_timeout.get() {
             Some(t) => tokio::time::timeout(t, connect)
                 .await
@@ -155,7 +155,6 @@ pub(crate) async fn open(
             None => connect.await,
         }
         .map_err(|e| UpstreamError::Failed(endpoint.clone(), e.to_string()))?;
-        let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Failed(endpoint.clone(), e.to_string()))?;

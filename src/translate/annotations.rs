@@ -5,7 +5,7 @@
 
 use super::diagnostics::{Diagnostics, ObjectRef};
 use super::settings::{apply, parse_lb_annotation, parse_protocol, parse_status_codes};
-use crate::ir::{BackendProtocol, BackendSettings, Probe, Timeout};
+use crate::ir::{BackendSettings, Probe, Timeout};
 use std::collections::BTreeMap;
 
 /// Prefix of every wsgate annotation.
@@ -107,17 +107,15 @@ pub(crate) fn settings_from(
                 &mut s.load_balancing,
                 false,
             ),
-            "backend-protocol" => {
-                let mut p = s.protocol;
-                apply(d, obj, &field, parse_protocol(value), &mut p, false);
-                if p == BackendProtocol::Https {
-                    d.warn(
-                        obj,
-                        &field,
-                        "HTTPS to backends is not implemented yet; HTTP is used",
-                    );
-                }
-            }
+            // HTTPS backends are verified against the bundled public roots.
+            "backend-protocol" => apply(
+                d,
+                obj,
+                &field,
+                parse_protocol(value),
+                &mut s.protocol,
+                false,
+            ),
             "health-probe-path" => {
                 probe_set = true;
                 let checked = if value.starts_with('/') {

@@ -25,8 +25,10 @@ impl std::fmt::Display for PortRef {
     }
 }
 
-/// Lookup tables over the snapshot's Services and EndpointSlices.
+/// Lookup tables over the snapshot's Services, EndpointSlices and Secrets.
 pub(crate) struct Index<'a> {
+    /// Secrets for TLS material.
+    pub(crate) secrets: super::tls::Secrets<'a>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
 }
@@ -53,7 +55,11 @@ impl<'a> Index<'a> {
                 slices.entry((ns, svc.as_str())).or_default().push(es);
             }
         }
-        Self { services, slices }
+        Self {
+            secrets: super::tls::Secrets::new(snapshot),
+            services,
+            slices,
+        }
     }
 
     /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.

@@ -4,7 +4,7 @@
 use super::diagnostics::{Diagnostics, ObjectRef};
 use crate::ir::{
     Backend, Firewall, HostMatch, Listener, ListenerProtocol, PathMatch, Route, RouteTable,
-    VirtualHost,
+    TlsCertificate, VirtualHost,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,6 +49,7 @@ struct DefaultCandidate {
 pub(crate) struct TableBuilder {
     base_port: u16,
     listeners: BTreeMap<u16, ListenerProtocol>,
+    certificates: BTreeMap<u16, Vec<TlsCertificate>>,
     backends: Vec<Backend>,
     backend_index: HashMap<Arc<str>, Vec<usize>>,
     firewalls: Vec<Firewall>,
@@ -67,6 +68,7 @@ impl TableBuilder {
             backends: Vec::new(),
             backend_index: HashMap::new(),
             firewalls: Vec::new(),
+            certificates: BTreeMap::new(),
             candidates: Vec::new(),
             defaults: Vec::new(),
         }
@@ -83,6 +85,14 @@ impl TableBuilder {
                 self.listeners.insert(port, protocol);
                 Ok(())
             }
+        }
+    }
+
+    /// Adds a certificate to an HTTPS listener port.
+    pub(crate) fn certificate(&mut self, port: u16, cert: TlsCertificate) {
+        let certs = self.certificates.entry(port).or_default();
+        if !certs.contains(&cert) {
+            certs.push(cert);
         }
     }
 
@@ -224,11 +234,14 @@ impl TableBuilder {
                     })
                     .collect();
                 vhosts.sort_by_key(|vh| vh.host.specificity());
+                let mut certificates = self.certificates.remove(&port).unwrap_or_default();
+                certificates.sort_by(|a, b| (&a.source, &a.hosts).cmp(&(&b.source, &b.hosts)));
                 Listener {
                     port,
                     protocol,
                     virtual_hosts: vhosts.into(),
                     default_route: defaults.remove(&port).map(|(r, _)| r),
+                    certificates: certificates.into(),
                 }
             })
             .collect();

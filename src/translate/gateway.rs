@@ -6,7 +6,10 @@ use super::diagnostics::{Diagnostics, ObjectRef};
 use super::firewall;
 use super::settings;
 use crate::crd::Gateway;
-use crate::ir::{Backend, BackendSettings, Endpoint, HostMatch, ListenerProtocol, PathMatch};
+use crate::ir::{
+    Backend, BackendSettings, Endpoint, HostMatch, ListenerProtocol, PathMatch, Redacted,
+    TlsCertificate,
+};
 use crate::source::Snapshot;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -136,14 +139,7 @@ fn translate_one(
         }
         let protocol = match l.protocol.as_str() {
             "HTTP" => ListenerProtocol::Http,
-            "HTTPS" => {
-                diags.error(
-                    &obj,
-                    format!("{field}.protocol"),
-                    "HTTPS listeners are not implemented yet; listener ignored",
-                );
-                continue;
-            }
+            "HTTPS" => ListenerProtocol::Https,
             other => {
                 diags.error(
                     &obj,
@@ -160,6 +156,21 @@ fn translate_one(
                 "port must be 1-65535; listener ignored",
             );
             continue;
+        }
+        if protocol == ListenerProtocol::Https && l.tls.is_none() {
+            diags.error(
+                &obj,
+                format!("{field}.tls"),
+                "an HTTPS listener needs tls.secretName; listener ignored",
+            );
+            continue;
+        }
+        if protocol == ListenerProtocol::Http && l.tls.is_some() {
+            diags.warn(
+                &obj,
+                format!("{field}.tls"),
+                "tls is only used with protocol HTTPS; ignored",
+            );
         }
         if let Err(e) = b.listener(l.port, protocol) {
             diags.error(
@@ -178,6 +189,30 @@ fn translate_one(
         }
         if hosts.is_empty() {
             hosts.push(HostMatch::Any);
+        }
+        if let (ListenerProtocol::Https, Some(tls)) = (protocol, &l.tls) {
+            match index.secrets.certificate(&ns, &tls.secret_name) {
+                Ok((cert, key)) => b.certificate(
+                    l.port,
+                    TlsCertificate {
+                        source: format!("Secret {ns}/{}", tls.secret_name),
+                        hosts: hosts.clone(),
+                        cert_pem: Redacted(cert),
+                        key_pem: Redacted(key),
+                    },
+                ),
+                Err(e) => {
+                    // Like a missing Service: reported, and the rest of the gateway is served.
+                    diags.warn(
+                        &obj,
+                        format!("{field}.tls.secretName"),
+                        format!(
+                            "{e}; the default (self-signed) certificate is served until it resolves"
+                        ),
+                    );
+                    unresolved.push(e);
+                }
+            }
         }
         // A duplicate name was reported above; the first definition wins.
         listeners.entry(l.name.as_str()).or_insert((l.port, hosts));
@@ -243,6 +278,7 @@ fn translate_one(
         let parsed = settings::from_spec(
             s,
             &spec.probes,
+            &index.secrets,
             &format!("spec.backendSettings[{i}]"),
             &obj,
             diags,

@@ -6,7 +6,9 @@ use super::builder::{Origin, TableBuilder, Target};
 use super::diagnostics::{Diagnostics, ObjectRef};
 use super::firewall;
 use super::{CONTROLLER_NAME, Options};
-use crate::ir::{Backend, BackendSettings, HostMatch, PathMatch};
+use crate::ir::{
+    Backend, BackendSettings, HostMatch, ListenerProtocol, PathMatch, Redacted, TlsCertificate,
+};
 use crate::source::Snapshot;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use std::sync::Arc;
@@ -86,15 +88,7 @@ fn translate_one(
         diags.warn(&obj, "spec", "Ingress has no spec; nothing to serve");
         return;
     };
-    if let Some(tls) = &spec.tls
-        && !tls.is_empty()
-    {
-        diags.warn(
-            &obj,
-            "spec.tls",
-            "TLS listeners are not implemented yet; these hosts are served on HTTP only",
-        );
-    }
+    let tls_hosts = tls_hosts(spec, &obj, options, index, b, diags);
     let port = options.http_port;
 
     if let Some(db) = &spec.default_backend
@@ -155,9 +149,92 @@ fn translate_one(
             };
             // The path as written keeps `/ws` (Exact) and `/ws/` (Prefix) apart in metrics.
             let id: Arc<str> = format!("{ns}/{}/{host}{text}", obj.name).into();
+            if tls_hosts.iter().any(|t| covers(t, &host)) {
+                b.route(
+                    options.https_port,
+                    host.clone(),
+                    path.clone(),
+                    id.clone(),
+                    target,
+                    origin(pfield.clone()),
+                );
+            }
             b.route(port, host.clone(), path, id, target, origin(pfield));
         }
     }
+}
+
+/// Whether a TLS host entry covers a rule's host.
+fn covers(tls: &HostMatch, host: &HostMatch) -> bool {
+    match (tls, host) {
+        (HostMatch::Any, _) => true,
+        (t, h) if t == h => true,
+        (HostMatch::Wildcard(_), HostMatch::Exact(h)) => tls.matches(h),
+        _ => false,
+    }
+}
+
+/// Declares `spec.tls` on the `--https-port` listener and returns the hosts served over TLS. A
+/// missing or bad Secret is a warning; those hosts are then served on HTTP only.
+fn tls_hosts(
+    spec: &k8s_openapi::api::networking::v1::IngressSpec,
+    obj: &ObjectRef,
+    options: &Options,
+    index: &Index<'_>,
+    b: &mut TableBuilder,
+    diags: &mut Diagnostics,
+) -> Vec<HostMatch> {
+    let mut served = Vec::new();
+    for (ti, t) in spec.tls.iter().flatten().enumerate() {
+        let field = format!("spec.tls[{ti}]");
+        let mut hosts = Vec::new();
+        for (hi, h) in t.hosts.iter().flatten().enumerate() {
+            match HostMatch::parse(h) {
+                Ok(h) => hosts.push(h),
+                Err(e) => diags.warn(obj, format!("{field}.hosts[{hi}]"), format!("{e}; ignored")),
+            }
+        }
+        // Kubernetes: no hosts means every host of this Ingress.
+        if t.hosts.as_ref().is_none_or(Vec::is_empty) {
+            hosts.push(HostMatch::Any);
+        }
+        if let Err(e) = b.listener(options.https_port, ListenerProtocol::Https) {
+            diags.warn(
+                obj,
+                &field,
+                format!("{e}; these hosts are served on HTTP only"),
+            );
+            continue;
+        }
+        match t.secret_name.as_deref().filter(|n| !n.is_empty()) {
+            None => diags.warn(
+                obj,
+                format!("{field}.secretName"),
+                "no secretName: the default (self-signed) certificate is served for these hosts",
+            ),
+            Some(name) => match index.secrets.certificate(&obj.namespace, name) {
+                Ok((cert, key)) => b.certificate(
+                    options.https_port,
+                    TlsCertificate {
+                        source: format!("Secret {}/{name}", obj.namespace),
+                        hosts: hosts.clone(),
+                        cert_pem: Redacted(cert),
+                        key_pem: Redacted(key),
+                    },
+                ),
+                Err(e) => {
+                    diags.warn(
+                        obj,
+                        format!("{field}.secretName"),
+                        format!("{e}; these hosts are served on HTTP only"),
+                    );
+                    continue;
+                }
+            },
+        }
+        served.extend(hosts);
+    }
+    served
 }
 
 /// Builds the backend of an Ingress path. Unresolved Services yield a backend with no endpoints

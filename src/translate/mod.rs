@@ -10,6 +10,7 @@ mod firewall;
 mod gateway;
 mod ingress;
 mod settings;
+pub mod tls;
 
 pub use annotations::ANNOTATION_PREFIX;
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};

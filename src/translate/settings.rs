@@ -2,7 +2,9 @@
 
 use super::diagnostics::{Diagnostics, ObjectRef};
 use crate::crd::{BackendSettingsSpec, ProbeSpec};
-use crate::ir::{BackendProtocol, BackendSettings, HashOn, LoadBalancing, Probe, Timeout};
+use crate::ir::{
+    BackendProtocol, BackendSettings, HashOn, LoadBalancing, Probe, Redacted, Timeout,
+};
 
 /// Parses `HTTP`/`HTTPS` (case-insensitive).
 pub(crate) fn parse_protocol(text: &str) -> Result<BackendProtocol, String> {
@@ -89,6 +91,7 @@ pub(crate) fn apply<T>(
 pub(crate) fn from_spec(
     spec: &BackendSettingsSpec,
     probes: &[ProbeSpec],
+    secrets: &super::tls::Secrets<'_>,
     field: &str,
     obj: &ObjectRef,
     diags: &mut Diagnostics,
@@ -105,19 +108,18 @@ pub(crate) fn from_spec(
             true,
         );
     }
-    if spec.ca_secret_name.is_some() {
-        diags.warn(
-            obj,
-            f("caSecretName"),
-            "HTTPS to backends is not implemented yet; ignored",
-        );
-    }
-    if s.protocol == BackendProtocol::Https {
-        diags.error(
-            obj,
-            f("protocol"),
-            "HTTPS to backends is not implemented yet",
-        );
+    if let Some(name) = &spec.ca_secret_name {
+        if s.protocol != BackendProtocol::Https {
+            diags.warn(
+                obj,
+                f("caSecretName"),
+                "only used with protocol: HTTPS; ignored",
+            );
+        }
+        match secrets.ca_bundle(&obj.namespace, name) {
+            Ok(pem) => s.ca_pem = Some(Redacted(pem)),
+            Err(e) => diags.error(obj, f("caSecretName"), e),
+        }
     }
     let dur = |d: &mut Diagnostics, name: &str, v: &Option<String>, slot: &mut Timeout| {
         if let Some(v) = v {

@@ -69,6 +69,16 @@ impl TestServer {
         files: &[(&str, String)],
         tune: impl FnOnce(&mut ProxySettings),
     ) -> Self {
+        Self::start_ports(files, 0, 8443, tune).await
+    }
+
+    /// Starts with explicit Ingress HTTP and HTTPS ports.
+    pub async fn start_ports(
+        files: &[(&str, String)],
+        http_port: u16,
+        https_port: u16,
+        tune: impl FnOnce(&mut ProxySettings),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -81,7 +91,8 @@ impl TestServer {
         let cfg = RunConfig {
             config: dir.path().to_path_buf(),
             options: Options {
-                http_port: 0,
+                http_port,
+                https_port,
                 ..Options::default()
             },
             proxy,
@@ -94,7 +105,7 @@ impl TestServer {
         Self {
             server,
             dir,
-            http_port: 0,
+            http_port,
         }
     }
 
