@@ -89,6 +89,7 @@ pub fn render_table(table: &RouteTable) -> String {
         protocol,
         virtual_hosts,
         default_route,
+        ..
     } in table.listeners.iter()
     {
         let _ = writeln!(out, "  listener :{port} ({protocol:?})");

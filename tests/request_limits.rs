@@ -9,33 +9,55 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn serve(tune: impl FnOnce(&mut wsgate::proxy::ProxySettings)) -> (TestServer, HttpBackend) {
     let web = http_backend("web").await;
-    let yaml = service_yaml("l", "web", &[web.addr]) + &ingress_yaml("l", "i", &[], &[("", "/", "Prefix", "web")]);
-    (TestServer::start_tuned(&[("l.yaml", yaml)], tune).await, web)
+    let yaml = service_yaml("l", "web", &[web.addr])
+        + &ingress_yaml("l", "i", &[], &[("", "/", "Prefix", "web")]);
+    (
+        TestServer::start_tuned(&[("l.yaml", yaml)], tune).await,
+        web,
+    )
 }
 
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
     let (srv, web) = serve(|p| p.max_header_bytes = 4096).await;
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(5000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(5000)
+    );
     let (status, _) = raw_exchange(srv.http(), &big).await;
     assert_eq!(status, 431);
-    let ok = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Small: {}\r\nConnection: close\r\n\r\n", "a".repeat(3000));
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Small: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(3000)
+    );
     assert_eq!(raw_exchange(srv.http(), &ok).await.0, 200);
-    assert_eq!(web.requests.lock().unwrap().len(), 1, "the oversized request never reached the backend");
+    assert_eq!(
+        web.requests.lock().unwrap().len(),
+        1,
+        "the oversized request never reached the backend"
+    );
 }
 
 #[tokio::test]
 async fn oversized_body_gets_413_declared_or_streamed() {
     let (srv, _web) = serve(|p| p.max_body_bytes = 1000).await;
-    let declared = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}", "b".repeat(2000));
+    let declared = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}",
+        "b".repeat(2000)
+    );
     assert_eq!(raw_exchange(srv.http(), &declared).await.0, 413);
-    let mut chunked = String::from("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    let mut chunked = String::from(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
     for _ in 0..4 {
         chunked.push_str(&format!("1f4\r\n{}\r\n", "c".repeat(500)));
     }
     chunked.push_str("0\r\n\r\n");
     assert_eq!(raw_exchange(srv.http(), &chunked).await.0, 413);
-    let small = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{}", "d".repeat(1000));
+    let small = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{}",
+        "d".repeat(1000)
+    );
     assert_eq!(raw_exchange(srv.http(), &small).await.0, 200);
 }
 
@@ -74,12 +96,22 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     for _ in 0..5 {
         let t = Instant::now();
         assert_eq!(http_get(addr, "x", "/normal").await.0, 200);
-        assert!(t.elapsed() < Duration::from_millis(500), "normal request took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "normal request took {:?}",
+            t.elapsed()
+        );
     }
     let mut longest = Duration::ZERO;
     for h in slow {
         longest = longest.max(h.await.unwrap());
     }
-    assert!(longest < Duration::from_secs(5), "slow connections closed at the 2 s header timeout, longest lived {longest:?}");
-    eprintln!("500 slowloris connections closed; longest {longest:?}; total {:?}", t0.elapsed());
+    assert!(
+        longest < Duration::from_secs(5),
+        "slow connections closed at the 2 s header timeout, longest lived {longest:?}"
+    );
+    eprintln!(
+        "500 slowloris connections closed; longest {longest:?}; total {:?}",
+        t0.elapsed()
+    );
 }
