@@ -24,6 +24,9 @@ bash tests/chart/rbac_test.sh
 step "e2e environment: real kube-apiserver (built from Go modules, cached) smoke test"
 bash e2e/smoke.sh
 
+step "e2e: controller mode against the real kube-apiserver with the chart's RBAC only"
+bash e2e/run.sh
+
 step "Autobahn|Testsuite transparency (core cases, direct vs through wsgate)"
 bash tests/autobahn/through-wsgate.sh
 
