@@ -49,6 +49,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         header_timeout: args.header_timeout,
         max_header_bytes: args.max_header_bytes,
         max_body_bytes: args.max_body_bytes,
+        cache_max_bytes: args.cache_max_bytes,
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
     };

@@ -158,12 +158,21 @@ pub fn service_addresses(svc: &Service) -> Vec<IngressLoadBalancerIngress> {
 /// Whether translation serves this Ingress (its class is ours, or it has none and our class is the
 /// default). Asked of `translate()` itself with a one-object snapshot, so the rule lives in one
 /// place: a copy whose only content is a default backend is served iff the Ingress is ours.
+/// Only the legacy class annotation is kept, so that an invalid `wsgate.dev/` annotation (which
+/// may reject the Ingress's routes) cannot make an Ingress of ours look foreign.
 pub fn is_ours(ing: &Ingress, classes: &[IngressClass], options: &Options) -> bool {
+    const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+    let annotations = ing.metadata.annotations.as_ref().map(|a| {
+        a.iter()
+            .filter(|(k, _)| k.as_str() == LEGACY_CLASS)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
     let probe = Ingress {
         metadata: ObjectMeta {
             name: ing.metadata.name.clone(),
             namespace: ing.metadata.namespace.clone(),
-            annotations: ing.metadata.annotations.clone(),
+            annotations,
             ..ObjectMeta::default()
         },
         spec: Some(IngressSpec {
@@ -752,6 +761,7 @@ mod tests {
 
     fn ingress(class: Option<&str>, legacy: Option<&str>) -> Ingress {
         let mut annotations = BTreeMap::new();
+        annotations.insert("wsgate.dev/ip-allow".to_string(), "not a CIDR".to_string());
         if let Some(l) = legacy {
             annotations.insert("kubernetes.io/ingress.class".to_string(), l.to_string());
         }

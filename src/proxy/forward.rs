@@ -1,14 +1,16 @@
 //! Plain HTTP forwarding over pooled keep-alive upstream connections.
 
+use super::cache::{self, HttpCache, Lookup};
 use super::headers::{set_forwarding, strip_hop_by_hop};
 use super::pools::{BoundPool, hash_key};
 use super::server::ConnCtx;
 use super::{ProxyBody, respond};
 use crate::ir::Backend;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{Either, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::error::Error as _;
+use std::time::Duration;
 
 /// Why a backend exchange failed, mapped onto the status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +106,132 @@ pub(crate) fn prepare_head(
     Ok(())
 }
 
-/// Forwards a non-upgrade request and relays the response.
+/// Forwards a non-upgrade request and relays the response, through the HTTP cache when the route
+/// enables it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
+    mut req: Request<Incoming>,
+    route: &str,
+    backend: &Backend,
+    pool: &BoundPool,
+    host: &str,
+    client: std::net::IpAddr,
+    ctx: &ConnCtx,
+) -> (Response<ProxyBody>, Option<String>) {
+    if !backend.settings.cache {
+        return upstream(req, route, backend, pool, host, client, ctx).await;
+    }
+    let cache = &ctx.shared.cache;
+    let count = |result: &str| {
+        ctx.shared
+            .metrics
+            .cache_requests
+            .with_label_values(&[route, result])
+            .inc()
+    };
+    if !cache::eligible(&req) {
+        let (mut resp, ep) = upstream(req, route, backend, pool, host, client, ctx).await;
+        cache::mark(resp.headers_mut(), "bypass");
+        count("bypass");
+        return (resp, ep);
+    }
+    let key = HttpCache::key(route, host, &req);
+    // The request head as the cache policy sees it (a GET or HEAD has no body to keep).
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+
+    let mut lookup = cache.lookup(&key, &head).await;
+    let mut _leader = None;
+    if matches!(lookup, Lookup::Miss) {
+        match cache.begin_miss(&key) {
+            Ok(leader) => _leader = Some(leader),
+            Err(wait) => {
+                // Coalescing: another request is fetching this key; use its result if storable.
+                let limit = backend
+                    .settings
+                    .request_timeout
+                    .get()
+                    .unwrap_or(Duration::from_secs(60));
+                HttpCache::wait(wait, limit).await;
+                lookup = cache.lookup(&key, &head).await;
+            }
+        }
+    }
+    let revalidating = match lookup {
+        Lookup::Hit(parts, body) => {
+            count("hit");
+            return (cached_response(parts, body, &head), None);
+        }
+        Lookup::Revalidate(entry, conditional) => {
+            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                if let Some(v) = conditional.get(&name) {
+                    req.headers_mut().insert(name, v.clone());
+                }
+            }
+            Some(entry)
+        }
+        Lookup::Miss => None,
+    };
+    let (resp, ep) = upstream(req, route, backend, pool, host, client, ctx).await;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(entry) = &revalidating
+        && let Some((fresh, body)) = cache.revalidated(&key, entry, &head, &parts).await
+    {
+        count("hit");
+        return (cached_response(fresh, body, &head), ep);
+    }
+    count("miss");
+    let body = match body {
+        Either::Left(incoming) => match cache.storable(&head, &parts) {
+            Some(policy) => {
+                let limit = backend
+                    .settings
+                    .request_timeout
+                    .get()
+                    .unwrap_or(Duration::from_secs(60));
+                match tokio::time::timeout(limit, incoming.collect()).await {
+                    Ok(Ok(collected)) => {
+                        let bytes = collected.to_bytes();
+                        cache.insert(&key, policy, &parts, bytes.clone()).await;
+                        Either::Right(Full::new(bytes))
+                    }
+                    _ => {
+                        let endpoint = ep.clone().unwrap_or_default();
+                        let failed =
+                            UpstreamError::Failed(endpoint, "response body incomplete".into());
+                        return (failed.response(), ep);
+                    }
+                }
+            }
+            None => Either::Left(incoming),
+        },
+        own => own,
+    };
+    cache::mark(&mut parts.headers, "miss");
+    (Response::from_parts(parts, body), ep)
+}
+
+/// A response served from the cache (`HEAD` gets the headers only).
+fn cached_response(
+    mut parts: http::response::Parts,
+    body: bytes::Bytes,
+    req: &Request<()>,
+) -> Response<ProxyBody> {
+    cache::mark(&mut parts.headers, "hit");
+    let body = if req.method() == http::Method::HEAD {
+        bytes::Bytes::new()
+    } else {
+        body
+    };
+    Response::from_parts(parts, Either::Right(Full::new(body)))
+}
+
+/// Sends a request to an endpoint of the backend and relays the response.
+#[allow(clippy::too_many_arguments)]
+async fn upstream(
     req: Request<Incoming>,
     route: &str,
     backend: &Backend,

@@ -3,6 +3,7 @@
 //! One `ArcSwap<ActiveTable>` holds the routing table; each request loads it once. Swapping never
 //! touches established connections or sessions.
 
+mod cache;
 mod firewall;
 mod forward;
 mod handshake;
@@ -53,6 +54,8 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     /// `--max-body-bytes`: request body limit for non-WebSocket requests; 0 = unlimited.
     pub max_body_bytes: u64,
+    /// `--cache-max-bytes`: memory bound of the HTTP response cache.
+    pub cache_max_bytes: u64,
     /// `--max-connections`: open connections per listener; 0 = one process-wide limit derived
     /// from the open-file limit.
     pub max_connections: usize,
@@ -69,6 +72,7 @@ impl Default for ProxySettings {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             max_body_bytes: 0,
+            cache_max_bytes: 256 * 1024 * 1024,
             max_connections: 0,
             drain_accept_delay: Duration::ZERO,
         }
@@ -125,6 +129,8 @@ pub(crate) struct Shared {
     capacity: Arc<listeners::Capacity>,
     /// Readiness was withdrawn (SIGTERM received).
     stopping: AtomicBool,
+    /// The HTTP response cache (routes with `cache.enabled`).
+    cache: cache::HttpCache,
     /// Server config per HTTPS listener port.
     tls_configs: ArcSwap<std::collections::HashMap<u16, Arc<rustls::ServerConfig>>>,
     /// Served for SNI names no Secret covers.
@@ -151,6 +157,7 @@ impl Proxy {
             route_sessions: Default::default(),
         };
         let (drain, _) = watch::channel(false);
+        let cache_max_bytes = settings.cache_max_bytes;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(empty),
             registry,
@@ -169,6 +176,7 @@ impl Proxy {
             stopping: AtomicBool::new(false),
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             tls_configs: ArcSwap::from_pointee(Default::default()),
+            cache: cache::HttpCache::new(cache_max_bytes),
             // Generating a self-signed certificate does not depend on input; failure would mean a
             // broken crypto provider, which no request could work around.
             default_cert: tls::default_certificate().expect("a self-signed default certificate"),
