@@ -44,11 +44,14 @@ PEERS = ["direct", "wsgate", "nginx", "haproxy", "envoy", "traefik"]
 # Message counts: exact, per connection. Full / quick.
 PLAN = {
     "full": {
-        "echo": [(64, 1, 20000), (64, 100, 2000), (64, 1000, 200),
+        "echo": [(64, 1, 10000), (64, 100, 2000), (64, 1000, 200),
                  (65536, 1, 2000), (65536, 100, 40), (65536, 1000, 6)],
         "churn": (10000, 32),
         "idle": [1000, 5000, 9000],
-        "wrk_s": 8,
+        "wrk_s": 5,
+        # Each CPU-per-unit case runs this many times; the run with the least proxy CPU per unit
+        # is reported (other work on the machine can only add to it), all values are kept.
+        "reps": 3,
         "cp": [1000, 10000],
         "reloads": 5,
     },
@@ -58,6 +61,7 @@ PLAN = {
         "churn": (1500, 32),
         "idle": [500, 1000, 2000],
         "wrk_s": 2,
+        "reps": 1,
         "cp": [1000],
         "reloads": 2,
     },
@@ -520,14 +524,13 @@ def measure_peer(name, plan, results, workdir):
         r["busy_before_pct"] = round(machine_busy(0.5), 1)
         for size, conns, msgs in plan["echo"]:
             key = f"echo_{size}_{conns}"
-            # Allow ~40 s per case before the deadline calls it incomplete.
-            res = wsbench("echo", port, pids, 90, conns=conns, size=size, messages=msgs, src_ips=SRC_IPS)
-            r[key] = res
-            log(f"{name}: {key}: {summary(res)}")
+            r[key] = best_of(plan["reps"], "messages", lambda: wsbench(
+                "echo", port, pids, 90, conns=conns, size=size, messages=msgs, src_ips=SRC_IPS))
+            log(f"{name}: {key}: {summary(r[key])}")
         total, conc = plan["churn"]
-        res = wsbench("churn", port, pids, 90, total=total, concurrency=conc, src_ips=SRC_IPS)
-        r["churn"] = res
-        log(f"{name}: churn: {summary(res)}")
+        r["churn"] = best_of(plan["reps"], "handshakes", lambda: wsbench(
+            "churn", port, pids, 90, total=total, concurrency=conc, src_ips=SRC_IPS))
+        log(f"{name}: churn: {summary(r['churn'])}")
         if proc:
             time.sleep(1.0)
             res = wsbench("idle", port, pids, 150, steps=",".join(map(str, plan["idle"])), settle_ms=2000,
@@ -535,13 +538,12 @@ def measure_peer(name, plan, results, workdir):
             r["idle"] = res
             log(f"{name}: idle: {res}")
             time.sleep(2.0)
-        res = wrk(port, "/plain", plan["wrk_s"], pids)
-        r["http"] = res
-        log(f"{name}: http: {summary(res)}")
+        r["http"] = best_of(plan["reps"], "requests", lambda: wrk(port, "/plain", plan["wrk_s"], pids))
+        log(f"{name}: http: {summary(r['http'])}")
         if name in ("nginx", "haproxy"):
             ok, seen = verify_cache(port)
             if ok:
-                res = wrk(port, "/cache/hit", plan["wrk_s"], pids)
+                res = best_of(plan["reps"], "requests", lambda: wrk(port, "/cache/hit", plan["wrk_s"], pids))
                 r["cache"] = res
                 log(f"{name}: cache: {summary(res)}")
             else:
@@ -552,6 +554,20 @@ def measure_peer(name, plan, results, workdir):
         if proc:
             stop(proc)
             CHILDREN.remove(proc)
+
+
+def best_of(reps, count_key, fn):
+    """Runs a case reps times; returns the ok run with the least proxy CPU per unit, with every
+    run's CPU per unit (µs) in cpu_us_all. A failed run makes the case failed."""
+    runs = [fn() for _ in range(reps)]
+    bad = [x for x in runs if not x.get("ok")]
+    if bad:
+        return bad[0]
+    per = [per_unit_us(x, count_key) for x in runs]
+    best = min(range(len(runs)), key=lambda i: per[i] if per[i] is not None else float("inf"))
+    out = dict(runs[best])
+    out["cpu_us_all"] = [round(x, 2) if x is not None else None for x in per]
+    return out
 
 
 def sum_rss(pids):
