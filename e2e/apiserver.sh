@@ -96,6 +96,9 @@ cmd_start() {
   [[ -z $pid ]] || die "already running in $dir (pid $pid); run: $0 stop $dir"
   local log=$dir/apiserver.log
   rm -f "$dir/ready"
+  # Empty the log first: a restart on the same DIR must not see the previous run's READY line
+  # before the new process has opened (and truncated) the log itself.
+  : >"$log"
   nohup "$BIN" --dir "$dir" "$@" </dev/null >"$log" 2>&1 &
   pid=$!
   echo "$pid" >"$dir/apiserver.pid"

@@ -330,7 +330,22 @@ struct Wsgate {
 }
 
 impl Wsgate {
+    /// Starts it and waits until `/readyz` answers 200.
     async fn start(env: &Env, identity: &str, class: &str, extra: &[&str]) -> Self {
+        let w = Self::spawn(env, identity, class, extra);
+        let started = Instant::now();
+        eventually(
+            &format!("{identity} /readyz 200"),
+            Duration::from_secs(30),
+            || w.ready(),
+        )
+        .await;
+        eprintln!("  {identity}: ready {:?} after start", started.elapsed());
+        w
+    }
+
+    /// Starts it without waiting.
+    fn spawn(env: &Env, identity: &str, class: &str, extra: &[&str]) -> Self {
         let (http, admin) = (free_port(), free_port());
         let log = env.dir.join(format!("wsgate-{identity}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -365,22 +380,18 @@ impl Wsgate {
             .kill_on_drop(true)
             .spawn()
             .expect("start wsgate");
-        let w = Self {
+        Self {
             child,
             identity: identity.to_string(),
             http,
             admin,
             log,
-        };
-        let started = Instant::now();
-        eventually(
-            &format!("{identity} /readyz 200"),
-            Duration::from_secs(30),
-            || w.ready(),
-        )
-        .await;
-        eprintln!("  {identity}: ready {:?} after start", started.elapsed());
-        w
+        }
+    }
+
+    /// The `/readyz` status code (0 when the admin port does not answer).
+    async fn readyz(&self) -> u16 {
+        http_get(self.admin, "/readyz").await.map_or(0, |(c, _)| c)
     }
 
     async fn ready(&self) -> Option<()> {
@@ -1164,6 +1175,18 @@ async fn e2e_5_apiserver_outage() {
     );
     eprintln!("  API server killed; 30 s of traffic without it");
     let down = Instant::now();
+    // A replica started now cannot list anything: it must not turn ready on an empty table.
+    let late = Wsgate::spawn(
+        &env,
+        "outage-2",
+        class,
+        &[
+            "--publish-address",
+            "ws.example.com",
+            "--watch-namespace",
+            ns,
+        ],
+    );
     let mut exchanged = 0;
     let mut opened = 0;
     while down.elapsed() < Duration::from_secs(30) {
@@ -1180,6 +1203,11 @@ async fn e2e_5_apiserver_outage() {
         assert_eq!(name, "o1");
         opened += 1;
         assert!(w.ready().await.is_some(), "still ready during the outage");
+        let code = late.readyz().await;
+        assert!(
+            code == 503 || (code == 0 && down.elapsed() < Duration::from_secs(5)),
+            "a replica that never synced is not ready: {code}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     eprintln!(
@@ -1196,6 +1224,12 @@ async fn e2e_5_apiserver_outage() {
         .await
         .expect("apiserver.sh start");
     assert!(status.success(), "API server restarted");
+    let ready = env.dir.join("ready");
+    eventually("the API server is ready", Duration::from_secs(60), || {
+        let ready = ready.clone();
+        async move { ready.exists().then_some(()) }
+    })
+    .await;
     let up = Instant::now();
     annotate(a, ns, "echo", "wsgate.dev/websocket", "false").await;
     eventually(
@@ -1207,6 +1241,21 @@ async fn e2e_5_apiserver_outage() {
     eprintln!(
         "  change after the restart served {:?} after the API server was back",
         up.elapsed()
+    );
+    eventually(
+        "outage-2 ready after its first sync",
+        Duration::from_secs(30),
+        || late.ready(),
+    )
+    .await;
+    eprintln!(
+        "  outage-2 (started during the outage, 503 all along) ready {:?} after the API server was back",
+        up.elapsed()
+    );
+    assert_eq!(
+        connect(&late.url("/"), &[]).await.err(),
+        Some(403),
+        "outage-2 serves the current table"
     );
     for (i, ws) in sessions.iter_mut().enumerate() {
         assert_eq!(
