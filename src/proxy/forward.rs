@@ -2,10 +2,9 @@
 
 use super::cache::{self, HttpCache, Lookup};
 use super::headers::{set_forwarding, strip_hop_by_hop};
-use super::pools::{BoundPool, hash_key};
-use super::server::ConnCtx;
+use super::pools::hash_key;
+use super::server::{ConnCtx, Forwarding};
 use super::{ProxyBody, respond};
-use crate::ir::Backend;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -108,18 +107,19 @@ pub(crate) fn prepare_head(
 
 /// Forwards a non-upgrade request and relays the response, through the HTTP cache when the route
 /// enables it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     mut req: Request<Incoming>,
-    route: &str,
-    backend: &Backend,
-    pool: &BoundPool,
-    host: &str,
-    client: std::net::IpAddr,
-    ctx: &ConnCtx,
+    f: &Forwarding<'_>,
 ) -> (Response<ProxyBody>, Option<String>) {
+    let Forwarding {
+        route,
+        backend,
+        host,
+        ctx,
+        ..
+    } = *f;
     if !backend.settings.cache {
-        return upstream(req, route, backend, pool, host, client, ctx).await;
+        return upstream(req, f).await;
     }
     let cache = &ctx.shared.cache;
     let count = |result: &str| {
@@ -130,7 +130,7 @@ pub(crate) async fn forward(
             .inc()
     };
     if !cache::eligible(&req) {
-        let (mut resp, ep) = upstream(req, route, backend, pool, host, client, ctx).await;
+        let (mut resp, ep) = upstream(req, f).await;
         cache::mark(resp.headers_mut(), "bypass");
         count("bypass");
         return (resp, ep);
@@ -175,7 +175,7 @@ pub(crate) async fn forward(
         }
         Lookup::Miss => None,
     };
-    let (resp, ep) = upstream(req, route, backend, pool, host, client, ctx).await;
+    let (resp, ep) = upstream(req, f).await;
     let (mut parts, body) = resp.into_parts();
     if let Some(entry) = &revalidating
         && let Some((fresh, body)) = cache.revalidated(&key, entry, &head, &parts).await
@@ -230,16 +230,18 @@ fn cached_response(
 }
 
 /// Sends a request to an endpoint of the backend and relays the response.
-#[allow(clippy::too_many_arguments)]
 async fn upstream(
     req: Request<Incoming>,
-    route: &str,
-    backend: &Backend,
-    pool: &BoundPool,
-    host: &str,
-    client: std::net::IpAddr,
-    ctx: &ConnCtx,
+    f: &Forwarding<'_>,
 ) -> (Response<ProxyBody>, Option<String>) {
+    let Forwarding {
+        route,
+        backend,
+        pool,
+        host,
+        client,
+        ctx,
+    } = *f;
     let policy = &backend.settings.load_balancing;
     let ip = client.to_string();
     let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {

@@ -3,14 +3,16 @@
 
 use super::headers::{ClientInfo, client_ip, request_host};
 use super::listeners::ConnGuard;
+use super::pools::BoundPool;
 use super::{ProxyBody, Shared, forward, handshake, respond, websocket};
+use crate::ir::Backend;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,31 +111,61 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
+/// A routed request as the forwarding phase sees it.
+#[derive(Clone, Copy)]
+pub(crate) struct Forwarding<'a> {
+    /// Route id (metric label).
+    pub(crate) route: &'a str,
+    /// The route's backend.
+    pub(crate) backend: &'a Backend,
+    /// Its runtime state.
+    pub(crate) pool: &'a BoundPool,
+    /// Request host without port.
+    pub(crate) host: &'a str,
+    /// The client's address (trusted proxies resolved).
+    pub(crate) client: IpAddr,
+    /// The connection.
+    pub(crate) ctx: &'a Arc<ConnCtx>,
+}
+
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = method_label(req.method());
-    let head_bytes = head_size(&req);
-    if head_bytes > ctx.shared.settings.max_header_bytes {
-        let resp = respond::text_and_close(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            &format!(
-                "request head of {head_bytes} bytes exceeds {}",
-                ctx.shared.settings.max_header_bytes
-            ),
-        );
-        log_request(&ctx, "", method, "", "", resp.status(), start, None);
-        return resp;
-    }
-    let table = ctx.shared.table.load_full();
     let host = request_host(req.headers(), req.uri());
     let path = req.uri().path().to_string();
-    let Some(routed) = table.route(ctx.port, &host, &path) else {
-        let resp = respond::text(
-            StatusCode::NOT_FOUND,
-            &format!("no route for host {host:?} path {path:?}"),
-        );
-        log_request(&ctx, "", method, &host, &path, resp.status(), start, None);
-        return resp;
+    let (resp, route, endpoint) = phases(req, &ctx, &host, &path).await;
+    log_request(
+        &ctx,
+        route.as_deref().unwrap_or(""),
+        method,
+        &host,
+        &path,
+        resp.status(),
+        start,
+        endpoint.as_deref(),
+    );
+    resp
+}
+
+/// The fixed phases of a request: limits -> route -> firewall -> forward (cache inside) or open a
+/// WebSocket session. Returns the response, the route id and the endpoint used.
+async fn phases(
+    req: Request<Incoming>,
+    ctx: &Arc<ConnCtx>,
+    host: &str,
+    path: &str,
+) -> (Response<ProxyBody>, Option<Arc<str>>, Option<String>) {
+    let max_head = ctx.shared.settings.max_header_bytes;
+    let head_bytes = head_size(&req);
+    if head_bytes > max_head {
+        let message = format!("request head of {head_bytes} bytes exceeds {max_head}");
+        let resp = respond::text_and_close(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &message);
+        return (resp, None, None);
+    }
+    let table = ctx.shared.table.load_full();
+    let Some(routed) = table.route(ctx.port, host, path) else {
+        let message = format!("no route for host {host:?} path {path:?}");
+        return (respond::text(StatusCode::NOT_FOUND, &message), None, None);
     };
     let route_id = routed.route.id.clone();
     let client = client_ip(
@@ -143,7 +175,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
     );
     let websocket = handshake::is_websocket_attempt(&req);
     if let Some(fw) = routed.firewall
-        && let Err(r) = fw.check(req.method(), &path, req.headers(), client, websocket)
+        && let Err(r) = fw.check(req.method(), path, req.headers(), client, websocket)
     {
         ctx.shared
             .metrics
@@ -156,36 +188,22 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
         {
             resp.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
-        log_request(
-            &ctx,
-            &route_id,
-            method,
-            &host,
-            &path,
-            resp.status(),
-            start,
-            None,
-        );
-        return resp;
+        return (resp, Some(route_id), None);
     }
-    let (backend, pool) = (routed.backend, routed.pool);
-    let (resp, endpoint) = if websocket {
-        let sessions = table.route_sessions.get(&route_id);
-        websocket::open(req, &route_id, backend, pool, sessions, &host, client, &ctx).await
-    } else {
-        forward::forward(req, &route_id, backend, pool, &host, client, &ctx).await
+    let f = Forwarding {
+        route: &route_id,
+        backend: routed.backend,
+        pool: routed.pool,
+        host,
+        client,
+        ctx,
     };
-    log_request(
-        &ctx,
-        &route_id,
-        method,
-        &host,
-        &path,
-        resp.status(),
-        start,
-        endpoint.as_deref(),
-    );
-    resp
+    let (resp, endpoint) = if websocket {
+        websocket::open(req, &f, table.route_sessions.get(&route_id)).await
+    } else {
+        forward::forward(req, &f).await
+    };
+    (resp, Some(route_id), endpoint)
 }
 
 #[allow(clippy::too_many_arguments)]

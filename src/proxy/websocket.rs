@@ -3,11 +3,10 @@
 use super::forward::{UpstreamError, is_timeout, prepare_head};
 use super::handshake::{self, GateError};
 use super::headers::strip_hop_by_hop;
-use super::pools::{BoundPool, hash_key};
-use super::server::ConnCtx;
+use super::pools::hash_key;
+use super::server::{ConnCtx, Forwarding};
 use super::tunnel::{self, Session};
 use super::{ProxyBody, respond};
-use crate::ir::Backend;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
@@ -51,17 +50,19 @@ fn reject(
 }
 
 /// Handles a request that tries to open a WebSocket.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open(
     mut req: Request<Incoming>,
-    route: &str,
-    backend: &Backend,
-    pool: &BoundPool,
+    f: &Forwarding<'_>,
     route_sessions: Option<&Arc<AtomicUsize>>,
-    host: &str,
-    client: std::net::IpAddr,
-    ctx: &Arc<ConnCtx>,
 ) -> (Response<ProxyBody>, Option<String>) {
+    let Forwarding {
+        route,
+        backend,
+        pool,
+        host,
+        client,
+        ctx,
+    } = *f;
     if !backend.settings.websocket.enabled {
         let resp = respond::text(
             StatusCode::FORBIDDEN,
