@@ -451,7 +451,10 @@ where
                 OpCode::Control(Ctl::Close) => {
                     st.record_close(src);
                     src_closed = true;
-                    if len >= 2 && i + header_len + 2 <= end {
+                    if len == 0 {
+                        // RFC 6455 7.1.5: a close frame without a code reports 1005.
+                        st.codes[src].store(1005, Ordering::Relaxed);
+                    } else if len >= 2 && i + header_len + 2 <= end {
                         let mut code = [buf[i + header_len], buf[i + header_len + 1]];
                         if let Some(m) = header.mask {
                             code[0] ^= m[0];
@@ -653,6 +656,7 @@ where
         bytes_to_client = st.bytes[BACKEND].load(Ordering::Relaxed),
         messages_to_backend = st.messages[CLIENT].load(Ordering::Relaxed),
         messages_to_client = st.messages[BACKEND].load(Ordering::Relaxed),
+        // 0 = that side sent no close frame.
         client_close_code = st.codes[CLIENT].load(Ordering::Relaxed),
         backend_close_code = st.codes[BACKEND].load(Ordering::Relaxed),
         close_reason = reason,
