@@ -802,6 +802,17 @@ async fn e2e_3_gateway_conditions_follow_references() {
     let a = &env.admin;
     let chat = backend("g1", "198.18.0.31").await;
     namespace(a, ns).await;
+    // A CA bundle in an Opaque Secret (with a key wsgate must not keep), for an HTTPS setting.
+    let ca = std::fs::read_to_string(env.dir.join("ca.crt")).expect("the apiserver's CA");
+    create_or_replace(
+        &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(a.clone(), ns),
+        &typed(json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "backend-ca", "namespace": ns},
+            "stringData": {"ca.crt": ca, "password": "hunter2"},
+        })),
+    )
+    .await;
     let port = free_port();
     let gw = json!({
         "apiVersion": "wsgate.dev/v1alpha1", "kind": "Gateway",
@@ -809,7 +820,10 @@ async fn e2e_3_gateway_conditions_follow_references() {
         "spec": {
             "listeners": [{"name": "web", "protocol": "HTTP", "port": port}],
             "backendPools": [{"name": "chat", "service": {"name": "chat", "port": 80}}],
-            "backendSettings": [{"name": "ws", "requestTimeout": "10s"}],
+            "backendSettings": [
+                {"name": "ws", "requestTimeout": "10s"},
+                {"name": "secure", "protocol": "HTTPS", "caSecretName": "backend-ca"},
+            ],
             "routingRules": [{"name": "chat", "listeners": ["web"], "paths": [{"path": "/chat"}],
                               "backendPool": "chat", "backendSettings": "ws"}],
         },
@@ -842,9 +856,11 @@ async fn e2e_3_gateway_conditions_follow_references() {
         rr["message"].as_str().unwrap_or_default().contains("chat"),
         "{rr}"
     );
+    // Accepted: in particular the Opaque Secret's ca.crt was found (a missing one is an error).
     assert_eq!(
         condition(&status, "Accepted").expect("Accepted")["status"],
-        "True"
+        "True",
+        "{status}"
     );
     eprintln!(
         "  ResolvedRefs=False reason={} message={}",

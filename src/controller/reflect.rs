@@ -15,8 +15,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::watcher as watch_stream;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch_stream};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -27,9 +27,28 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Only TLS Secrets are read: that is the only type wsgate uses, and it keeps other Secrets
-/// (tokens, passwords) out of the process.
-pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+/// The Secret keys wsgate uses: a `kubernetes.io/tls` Secret's certificate and key (listeners),
+/// and a `ca.crt` bundle in a Secret of any type (`caSecretName` of HTTPS backends).
+pub const SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
+
+/// Trims a Secret as it arrives, before it is stored: only [`SECRET_KEYS`] are kept (`tls.crt`
+/// and `tls.key` only for `kubernetes.io/tls`), and annotations are dropped (kubectl's
+/// last-applied-configuration repeats the whole data). Passwords, tokens and other keys never
+/// stay in wsgate's memory.
+pub fn trim_secret(secret: &mut Secret) {
+    let tls = secret.type_.as_deref() == Some("kubernetes.io/tls");
+    if let Some(data) = secret.data.as_mut() {
+        data.retain(|k, _| k == "ca.crt" || (tls && SECRET_KEYS.contains(&k.as_str())));
+    }
+    secret.string_data = None;
+    secret.metadata.annotations = None;
+    secret.metadata.managed_fields = None;
+}
+
+/// Drops `managedFields` (never read; often the largest part of an object).
+fn trim_meta<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
 
 /// Retry delays of a failed list/watch: 500 ms doubling up to 8 s, with jitter, reset after any
 /// successful event. A watcher waiting out its delay also retries as soon as any other request
@@ -72,6 +91,29 @@ impl Iterator for RetryBackoff {
         Some(base.mul_f64(jitter))
     }
 }
+
+/// What a reflector keeps of each object it receives.
+pub trait Trim {
+    /// Removes what wsgate never reads, before the object is stored.
+    fn trim(&mut self);
+}
+
+impl Trim for Secret {
+    fn trim(&mut self) {
+        trim_secret(self);
+    }
+}
+
+macro_rules! trim_meta_only {
+    ($($k:ty),*) => {$(
+        impl Trim for $k {
+            fn trim(&mut self) {
+                trim_meta(self);
+            }
+        }
+    )*};
+}
+trim_meta_only!(Ingress, IngressClass, Service, EndpointSlice, DynamicObject);
 
 /// A Gateway whose stored form does not parse as this version's `Gateway` type (for example a
 /// field added by a newer CRD). It is left out of the snapshot and reported on its own.
@@ -188,9 +230,9 @@ impl Cluster {
             cluster.endpoint_slices.push(s);
             let s = cluster.reflect(
                 scoped::<Secret>(client, ns),
-                watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
+                watcher::Config::default(),
                 Writer::default(),
-                scope_label("TLS Secrets", &scope),
+                scope_label("Secrets", &scope),
             );
             cluster.secrets.push(s);
             let s = cluster.reflect(
@@ -234,11 +276,11 @@ impl Cluster {
         label: String,
     ) -> Store<K>
     where
-        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + Trim + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     {
         let store = writer.as_reader();
-        let stream = reflector::reflector(writer, watch_stream(api, config));
+        let stream = reflector::reflector(writer, watch_stream(api, config).modify(K::trim));
         let changed = self.changed.clone();
         let reachable = self.reachable.clone();
         let task_label = label.clone();
@@ -461,6 +503,38 @@ mod tests {
                 .and_then(|s| s.observed_generation),
             Some(1)
         );
+    }
+
+    #[test]
+    fn secrets_keep_only_tls_material() {
+        use k8s_openapi::ByteString;
+        let mut data = std::collections::BTreeMap::new();
+        for k in ["tls.crt", "tls.key", "ca.crt", "password"] {
+            data.insert(k.to_string(), ByteString(k.as_bytes().to_vec()));
+        }
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(
+            "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+            "{\"data\":{\"password\":\"...\"}}".to_string(),
+        );
+        let secret = |type_: &str| Secret {
+            type_: Some(type_.into()),
+            data: Some(data.clone()),
+            metadata: ObjectMeta {
+                annotations: Some(annotations.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let keys =
+            |s: &Secret| -> Vec<String> { s.data.iter().flat_map(|d| d.keys().cloned()).collect() };
+        let mut tls = secret("kubernetes.io/tls");
+        tls.trim();
+        assert_eq!(keys(&tls), ["ca.crt", "tls.crt", "tls.key"]);
+        assert_eq!(tls.metadata.annotations, None);
+        let mut opaque = secret("Opaque");
+        opaque.trim();
+        assert_eq!(keys(&opaque), ["ca.crt"]);
     }
 
     #[test]
