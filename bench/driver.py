@@ -522,6 +522,14 @@ def measure_peer(name, plan, results, workdir):
         pids = descendants(proc.pid) if proc else []
         r["pids"] = pids
         r["busy_before_pct"] = round(machine_busy(0.5), 1)
+        if proc:
+            # First, on the fresh process: memory freed by earlier cases would otherwise be reused
+            # by the first sessions and flatten the slope.
+            res = wsbench("idle", port, pids, 150, steps=",".join(map(str, plan["idle"])), settle_ms=2000,
+                          src_ips=SRC_IPS)
+            r["idle"] = res
+            log(f"{name}: idle: {res}")
+            time.sleep(2.0)
         for size, conns, msgs in plan["echo"]:
             key = f"echo_{size}_{conns}"
             r[key] = best_of(plan["reps"], "messages", lambda: wsbench(
@@ -531,13 +539,6 @@ def measure_peer(name, plan, results, workdir):
         r["churn"] = best_of(plan["reps"], "handshakes", lambda: wsbench(
             "churn", port, pids, 90, total=total, concurrency=conc, src_ips=SRC_IPS))
         log(f"{name}: churn: {summary(r['churn'])}")
-        if proc:
-            time.sleep(1.0)
-            res = wsbench("idle", port, pids, 150, steps=",".join(map(str, plan["idle"])), settle_ms=2000,
-                          src_ips=SRC_IPS)
-            r["idle"] = res
-            log(f"{name}: idle: {res}")
-            time.sleep(2.0)
         r["http"] = best_of(plan["reps"], "requests", lambda: wrk(port, "/plain", plan["wrk_s"], pids))
         log(f"{name}: http: {summary(r['http'])}")
         if name in ("nginx", "haproxy"):
@@ -998,6 +999,18 @@ def main():
         json.dump(results, f, indent=1)
     with open(os.path.join(a.out, f"latest-{mode}.md"), "w") as f:
         f.write(md)
+    # A full run of every peer refreshes the results section of docs/performance.md.
+    doc = os.path.join(ROOT, "docs", "performance.md")
+    if mode == "full" and peers == PEERS and not a.skip_control_plane and os.path.exists(doc):
+        with open(doc) as f:
+            text = f.read()
+        begin, end = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            with open(doc, "w") as f:
+                f.write(head + begin + "\n" + md + end + tail)
+            log(f"updated {doc}")
     print(md)
 
 
