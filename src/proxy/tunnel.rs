@@ -21,8 +21,10 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::{CloseCode, Control as Ctl, Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 
-/// Bytes read per direction per call.
+/// Read buffer per direction while data streams (a read filled the buffer).
 const BUF_SIZE: usize = 16 * 1024;
+/// Read buffer per direction otherwise: an idle session holds two of these, not two big ones.
+const IDLE_BUF_SIZE: usize = 256;
 /// After one direction ends, how long the other may take to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// After the proxy sent a close frame, how long a peer has to answer with its own.
@@ -281,7 +283,7 @@ where
 {
     let dst = 1 - src;
     let ctl = &st.ctl[dst];
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; IDLE_BUF_SIZE];
     let mut carry = 0usize;
     let mut remaining: u64 = 0;
     let mut held: Option<Held> = None;
@@ -509,6 +511,18 @@ where
         if !discard && src_closed && st.closes_complete() {
             // Both close frames have crossed; the handshake is complete.
             let _ = to.flush().await;
+        }
+        // A full read means more is coming: read big. A partial read means the source is drained
+        // for now: wait with a small buffer (the held-back header bytes move along).
+        let want = if end == buf.len() {
+            BUF_SIZE
+        } else {
+            IDLE_BUF_SIZE
+        };
+        if buf.len() != want {
+            let mut resized = vec![0u8; want];
+            resized[..carry].copy_from_slice(&buf[..carry]);
+            buf = resized;
         }
     }
 }
