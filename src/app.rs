@@ -195,7 +195,8 @@ async fn reload(proxy: &Proxy, cfg: &RunConfig) {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere).
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

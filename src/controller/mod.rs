@@ -262,7 +262,7 @@ impl Controller {
 
     /// Serves until SIGTERM or SIGINT, then gives up the Lease and drains.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        crate::app::wait_for_signal().await;
         tracing::info!(drain = ?self.shutdown_drain, "shutting down: releasing leadership, draining");
         self.election.release(Duration::from_secs(2)).await;
         self.proxy.drain(self.shutdown_drain).await;
@@ -397,24 +397,6 @@ async fn feedback_loop(
                     None => std::future::pending().await,
                 }
             } => {}
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

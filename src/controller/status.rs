@@ -8,14 +8,10 @@
 use super::Build;
 use super::reflect::UnparsedGateway;
 use crate::crd::{Gateway, GatewayStatus};
-use crate::source::Snapshot;
 use crate::translate::{self, Diagnostic, ObjectRef, Options, Severity};
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::networking::v1::{
-    Ingress, IngressBackend, IngressClass, IngressLoadBalancerIngress, IngressServiceBackend,
-    IngressSpec, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition as MetaCondition, MicroTime, ObjectMeta, Time,
 };
@@ -155,52 +151,10 @@ pub fn service_addresses(svc: &Service) -> Vec<IngressLoadBalancerIngress> {
         .unwrap_or_default()
 }
 
-/// Whether translation serves this Ingress (its class is ours, or it has none and our class is the
-/// default). Asked of `translate()` itself with a one-object snapshot, so the rule lives in one
-/// place: a copy whose only content is a default backend is served iff the Ingress is ours.
-/// Only the legacy class annotation is kept, so that an invalid `wsgate.dev/` annotation (which
-/// may reject the Ingress's routes) cannot make an Ingress of ours look foreign.
+/// Whether wsgate serves this Ingress (its class is ours, or it has none and our class is the
+/// default): the rule `translate()` applies.
 pub fn is_ours(ing: &Ingress, classes: &[IngressClass], options: &Options) -> bool {
-    const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
-    let annotations = ing.metadata.annotations.as_ref().map(|a| {
-        a.iter()
-            .filter(|(k, _)| k.as_str() == LEGACY_CLASS)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    });
-    let probe = Ingress {
-        metadata: ObjectMeta {
-            name: ing.metadata.name.clone(),
-            namespace: ing.metadata.namespace.clone(),
-            annotations,
-            ..ObjectMeta::default()
-        },
-        spec: Some(IngressSpec {
-            ingress_class_name: ing.spec.as_ref().and_then(|s| s.ingress_class_name.clone()),
-            default_backend: Some(IngressBackend {
-                service: Some(IngressServiceBackend {
-                    name: "class-probe".into(),
-                    port: Some(ServiceBackendPort {
-                        number: Some(1),
-                        name: None,
-                    }),
-                }),
-                resource: None,
-            }),
-            ..IngressSpec::default()
-        }),
-        status: None,
-    };
-    let snapshot = Snapshot {
-        ingresses: vec![probe],
-        ingress_classes: classes.to_vec(),
-        ..Snapshot::default()
-    };
-    translate::translate(&snapshot, options)
-        .table
-        .listeners
-        .iter()
-        .any(|l| l.default_route.is_some())
+    translate::is_ours(ing, classes, options)
 }
 
 /// One wanted condition.
@@ -666,6 +620,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
     };
+    use k8s_openapi::api::networking::v1::IngressSpec;
     use std::collections::BTreeMap;
 
     #[test]

@@ -10,7 +10,7 @@ use crate::ir::{
     Backend, BackendSettings, HostMatch, ListenerProtocol, PathMatch, Redacted, TlsCertificate,
 };
 use crate::source::Snapshot;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use std::sync::Arc;
 
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -18,7 +18,7 @@ const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 /// Whether an Ingress belongs to wsgate: its class is ours, or it has none and our IngressClass is
 /// the cluster default.
-pub(crate) fn is_ours(ing: &Ingress, snapshot: &Snapshot, options: &Options) -> bool {
+pub fn is_ours(ing: &Ingress, classes: &[IngressClass], options: &Options) -> bool {
     let class = ing
         .spec
         .as_ref()
@@ -32,7 +32,7 @@ pub(crate) fn is_ours(ing: &Ingress, snapshot: &Snapshot, options: &Options) -> 
         });
     match class {
         Some(c) => c == options.ingress_class,
-        None => snapshot.ingress_classes.iter().any(|ic| {
+        None => classes.iter().any(|ic| {
             ic.metadata.name.as_deref() == Some(options.ingress_class.as_str())
                 && ic.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER_NAME)
                 && ic
@@ -56,7 +56,7 @@ pub(crate) fn translate_all(
     for ing in snapshot
         .ingresses
         .iter()
-        .filter(|i| is_ours(i, snapshot, options))
+        .filter(|i| is_ours(i, &snapshot.ingress_classes, options))
     {
         translate_one(ing, options, index, builder, diags);
     }

@@ -15,6 +15,7 @@ pub mod tls;
 pub use annotations::ANNOTATION_PREFIX;
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
 pub use gateway::{Condition, GatewayConditions};
+pub use ingress::is_ours;
 
 use crate::ir::RouteTable;
 use crate::source::Snapshot;
