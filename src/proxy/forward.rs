@@ -243,8 +243,7 @@ async fn upstream(
         ctx,
     } = *f;
     let policy = &backend.settings.load_balancing;
-    let ip = client.to_string();
-    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {
+    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), client)) else {
         ctx.shared
             .metrics
             .rejected

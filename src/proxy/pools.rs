@@ -176,7 +176,7 @@ pub(crate) struct BoundPool {
 }
 
 /// What a consistent hash is computed from for one request.
-pub(crate) type HashKey<'a> = Option<&'a [u8]>;
+pub(crate) type HashKey<'a> = Option<std::borrow::Cow<'a, [u8]>>;
 
 impl BoundPool {
     /// Chooses an available endpoint by `policy`, or `None` when none is available.
@@ -214,14 +214,20 @@ impl BoundPool {
 pub(crate) fn hash_key<'a>(
     policy: &LoadBalancing,
     headers: &'a http::HeaderMap,
-    client_ip: &'a str,
+    client: std::net::IpAddr,
 ) -> HashKey<'a> {
+    use std::borrow::Cow;
     let LoadBalancing::ConsistentHash(on) = policy else {
         return None;
     };
     match on {
-        HashOn::SourceIp => Some(client_ip.as_bytes()),
-        HashOn::Header(name) => headers.get(name.as_str()).map(|v| v.as_bytes()),
+        HashOn::SourceIp => Some(Cow::Owned(match client {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        })),
+        HashOn::Header(name) => headers
+            .get(name.as_str())
+            .map(|v| Cow::Borrowed(v.as_bytes())),
         HashOn::Cookie(name) => headers
             .get_all(http::header::COOKIE)
             .iter()
@@ -229,7 +235,7 @@ pub(crate) fn hash_key<'a>(
             .flat_map(|v| v.split(';'))
             .find_map(|c| {
                 let (k, v) = c.trim().split_once('=')?;
-                (k == name).then_some(v.as_bytes())
+                (k == name).then_some(Cow::Borrowed(v.as_bytes()))
             }),
     }
 }

@@ -97,8 +97,7 @@ pub(crate) async fn open(
         _ => None,
     };
     let policy = &backend.settings.load_balancing;
-    let ip = client.to_string();
-    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), &ip)) else {
+    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), client)) else {
         let resp = UpstreamError::NoEndpoints.response();
         return reject(ctx, route, "no_healthy_backend", resp);
     };
