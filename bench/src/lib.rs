@@ -183,7 +183,11 @@ fn bind_address_no_port(sock: &socket2::Socket) -> io::Result<()> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Buffered reading of server frames on the client side.
@@ -332,7 +336,9 @@ pub async fn client_handshake(
             if n.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == want)
     });
     if !status_ok || !accept_ok {
-        return Err(io::Error::other(format!("bad handshake response: {head:?}")));
+        return Err(io::Error::other(format!(
+            "bad handshake response: {head:?}"
+        )));
     }
     Ok(buf[head_end..].to_vec())
 }
@@ -351,7 +357,11 @@ pub fn cpu_ticks(pids: &[u32]) -> u64 {
             let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
             let f: Vec<&str> = rest.split_whitespace().collect();
             // rest starts at field 3 (state); utime is field 14, stime 15.
-            let get = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let get = |i: usize| {
+                f.get(i - 3)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             get(14) + get(15)
         })
         .sum()

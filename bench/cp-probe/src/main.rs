@@ -48,7 +48,10 @@ fn main() {
          \"diagnostics\":{}}}",
         errors == 0,
         times[1],
-        times.iter().map(|t| (t * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        times
+            .iter()
+            .map(|t| (t * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
         after.saturating_sub(before),
         rss_kib("VmHWM:"),
         out.diagnostics.len()

@@ -147,7 +147,11 @@ async fn serve(mut s: TcpStream, peer: SocketAddr) {
             }
         };
         let Some(head) = parse_head(&buf[..head_end]) else {
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
             return;
         };
         // Skip a request body, if any.
@@ -217,7 +221,11 @@ async fn serve(mut s: TcpStream, peer: SocketAddr) {
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: wsbench\r\n{extra}\
                  Content-Length: {}\r\n{}\r\n",
                 body.len(),
-                if head.keep_alive { "" } else { "Connection: close\r\n" }
+                if head.keep_alive {
+                    ""
+                } else {
+                    "Connection: close\r\n"
+                }
             )
             .as_bytes(),
         );
@@ -275,7 +283,9 @@ async fn ws_echo(s: &mut TcpStream, leftover: Vec<u8>, mut buf: Vec<u8>, whoami:
                 let take = remaining.min((end - start) as u64) as usize;
                 let chunk = &buf[start..start + take];
                 match mask {
-                    Some(m) => out.extend(chunk.iter().enumerate().map(|(i, b)| b ^ m[(moff + i) % 4])),
+                    Some(m) => {
+                        out.extend(chunk.iter().enumerate().map(|(i, b)| b ^ m[(moff + i) % 4]))
+                    }
                     None => out.extend_from_slice(chunk),
                 }
                 moff = (moff + take) % 4;
@@ -295,7 +305,10 @@ async fn ws_echo(s: &mut TcpStream, leftover: Vec<u8>, mut buf: Vec<u8>, whoami:
                     }
                     let mut payload: Vec<u8> = buf[start + h.header_len..start + total].to_vec();
                     if let Some(m) = h.mask {
-                        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+                        payload
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(i, b)| *b ^= m[i % 4]);
                     }
                     start += total;
                     match h.opcode {
@@ -304,7 +317,11 @@ async fn ws_echo(s: &mut TcpStream, leftover: Vec<u8>, mut buf: Vec<u8>, whoami:
                             out.extend_from_slice(&payload);
                         }
                         op::CLOSE => {
-                            let code = if payload.len() >= 2 { &payload[..2] } else { &[0x03, 0xE8][..] };
+                            let code = if payload.len() >= 2 {
+                                &payload[..2]
+                            } else {
+                                &[0x03, 0xE8][..]
+                            };
                             encode_header(&mut out, true, op::CLOSE, 2);
                             out.extend_from_slice(code);
                             close_after = true;
@@ -319,7 +336,11 @@ async fn ws_echo(s: &mut TcpStream, leftover: Vec<u8>, mut buf: Vec<u8>, whoami:
                         p.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
                     }
                     start += h.header_len + 6;
-                    let reply: Vec<u8> = if p == b"whoami" { whoami.clone().into_bytes() } else { p };
+                    let reply: Vec<u8> = if p == b"whoami" {
+                        whoami.clone().into_bytes()
+                    } else {
+                        p
+                    };
                     encode_header(&mut out, true, op::TEXT, reply.len() as u64);
                     out.extend_from_slice(&reply);
                 }

@@ -198,13 +198,20 @@ async fn verify(c: &Common) -> String {
             "{{\"mode\":\"verify\",\"ok\":{},\"echo_64\":{ok_small},\"echo_64k\":{ok_big},\
              \"close\":{closed},\"proxied\":{proxied},\"local\":\"{local}\",\"backend_saw\":{}}}",
             ok_small && ok_big && closed,
-            if who.starts_with('{') { who.clone() } else { format!("\"{}\"", esc(&who)) }
+            if who.starts_with('{') {
+                who.clone()
+            } else {
+                format!("\"{}\"", esc(&who))
+            }
         ))
     })
     .await;
     match res {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => format!("{{\"mode\":\"verify\",\"ok\":false,\"error\":\"{}\"}}", esc(&e.to_string())),
+        Ok(Err(e)) => format!(
+            "{{\"mode\":\"verify\",\"ok\":false,\"error\":\"{}\"}}",
+            esc(&e.to_string())
+        ),
         Err(_) => "{\"mode\":\"verify\",\"ok\":false,\"error\":\"deadline\"}".into(),
     }
 }
@@ -284,7 +291,12 @@ async fn echo(c: &Common, conns: usize, size: usize, messages: u64) -> String {
                 }
                 // The first echo of each connection is compared byte for byte; the rest by
                 // opcode and length (exact counts are what the harness needs).
-                let sink = if k == 0 { got.clear(); Some(&mut got) } else { None };
+                let sink = if k == 0 {
+                    got.clear();
+                    Some(&mut got)
+                } else {
+                    None
+                };
                 match r.read_frame(&mut s, sink).await {
                     Ok(f) if f.opcode == op::BINARY && f.len == payload.len() as u64 => {}
                     Ok(f) => {
@@ -358,7 +370,11 @@ async fn churn(c: &Common, total: u64, concurrency: usize) -> String {
                 if i >= total {
                     break;
                 }
-                let src = if src_ips.is_empty() { None } else { Some(src_ips[i as usize % src_ips.len()]) };
+                let src = if src_ips.is_empty() {
+                    None
+                } else {
+                    Some(src_ips[i as usize % src_ips.len()])
+                };
                 let t = Instant::now();
                 let one = async {
                     let mut s = connect_from(src, target).await?;
@@ -366,7 +382,8 @@ async fn churn(c: &Common, total: u64, concurrency: usize) -> String {
                     let hs = t.elapsed();
                     r.preload(&left);
                     let m = (rng.next_u64() as u32).to_le_bytes();
-                    s.write_all(&encode_frame(op::CLOSE, &1000u16.to_be_bytes(), Some(m))).await?;
+                    s.write_all(&encode_frame(op::CLOSE, &1000u16.to_be_bytes(), Some(m)))
+                        .await?;
                     let f = r.read_frame(&mut s, None).await?;
                     if f.opcode != op::CLOSE {
                         return Err(std::io::Error::other("no close reply"));
