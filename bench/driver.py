@@ -216,7 +216,16 @@ spec:
       connectTimeout: 5s
       requestTimeout: 1h
       websocket: {{enabled: true, pingInterval: 0s}}
+    - name: cached
+      connectTimeout: 5s
+      requestTimeout: 1h
+      cache: {{enabled: true}}
   routingRules:
+    - name: cache
+      listeners: [web]
+      paths: [{{path: /cache, type: Prefix}}]
+      backendPool: echo
+      backendSettings: cached
     - name: all
       listeners: [web]
       paths: [{{path: /, type: Prefix}}]
@@ -541,7 +550,7 @@ def measure_peer(name, plan, results, workdir):
         log(f"{name}: churn: {summary(r['churn'])}")
         r["http"] = best_of(plan["reps"], "requests", lambda: wrk(port, "/plain", plan["wrk_s"], pids))
         log(f"{name}: http: {summary(r['http'])}")
-        if name in ("nginx", "haproxy"):
+        if name in ("nginx", "haproxy", "wsgate"):
             ok, seen = verify_cache(port)
             if ok:
                 res = best_of(plan["reps"], "requests", lambda: wrk(port, "/cache/hit", plan["wrk_s"], pids))
@@ -865,8 +874,6 @@ def report(results, peers):
 
     def cache_cell(p, getter):
         peer = P.get(p, {})
-        if p == "wsgate":
-            return "n/a (not implemented)"
         if p == "direct":
             return "—"
         if p in ("envoy", "traefik"):
@@ -933,7 +940,7 @@ def targets(results):
     out.append(("idle RSS per proxied session ≤ 8 KB", "n/a" if idle is None else ("met" if idle <= 8192 else "MISSED"),
                 "not measured" if idle is None else f"wsgate {idle:.0f} B/session"))
     cmp("plain HTTP CPU/request ≤ nginx", per_unit_us(w.get("http"), "requests"), per_unit_us(n.get("http"), "requests"), " µs")
-    out.append(("cache hit ≤ nginx proxy_cache", "n/a", "wsgate has no cache yet"))
+    cmp("cache hit CPU/request ≤ nginx proxy_cache", per_unit_us(w.get("cache"), "requests"), per_unit_us(n.get("cache"), "requests"), " µs")
     cp = results.get("control_plane", {})
     t = cp.get("translate_10000") or {}
     c = cp.get("check_10000") or {}
