@@ -93,13 +93,17 @@ pub(crate) fn prepare_head(
     {
         parts.headers.insert(header::HOST, v);
     }
+    // Built from parts: the path and query are reused as parsed, not formatted and re-parsed.
     let pq = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = format!("{scheme}://{endpoint}{pq}")
-        .parse::<Uri>()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme(scheme)
+        .authority(endpoint)
+        .path_and_query(pq)
+        .build()
         .map_err(|e| e.to_string())?;
     parts.version = Version::HTTP_11;
     Ok(())
