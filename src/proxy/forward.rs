@@ -2,7 +2,6 @@
 
 use super::cache::{self, HttpCache, Lookup};
 use super::headers::{set_forwarding, strip_hop_by_hop};
-use super::pools::hash_key;
 use super::server::{ConnCtx, Forwarding};
 use super::{ProxyBody, respond};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -239,20 +238,13 @@ async fn upstream(
     f: &Forwarding<'_>,
 ) -> (Response<ProxyBody>, Option<String>) {
     let Forwarding {
-        route,
         backend,
         pool,
         host,
-        client,
         ctx,
+        ..
     } = *f;
-    let policy = &backend.settings.load_balancing;
-    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), client)) else {
-        ctx.shared
-            .metrics
-            .rejected
-            .with_label_values(&[route, "no_healthy_backend"])
-            .inc();
+    let Some(lease) = f.pick(req.headers()) else {
         return (UpstreamError::NoEndpoints.response(), None);
     };
     let endpoint = lease.0.label.clone();

@@ -129,6 +129,41 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) ctx: &'a Arc<ConnCtx>,
 }
 
+impl Forwarding<'_> {
+    /// Counts a rejection of this request by `reason` and hands the response back.
+    pub(crate) fn reject(
+        &self,
+        reason: &str,
+        resp: Response<ProxyBody>,
+    ) -> (Response<ProxyBody>, Option<String>) {
+        self.ctx
+            .shared
+            .metrics
+            .rejected
+            .with_label_values(&[self.route, reason])
+            .inc();
+        (resp, None)
+    }
+
+    /// Chooses an available endpoint by the backend's policy; `None` (counted as
+    /// `no_healthy_backend`) when none is available.
+    pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Option<super::pools::Lease> {
+        let policy = &self.backend.settings.load_balancing;
+        let lease = self
+            .pool
+            .pick(policy, super::pools::hash_key(policy, headers, self.client));
+        if lease.is_none() {
+            self.ctx
+                .shared
+                .metrics
+                .rejected
+                .with_label_values(&[self.route, "no_healthy_backend"])
+                .inc();
+        }
+        lease
+    }
+}
+
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = method_label(req.method());

@@ -3,8 +3,7 @@
 use super::forward::{UpstreamError, is_timeout, prepare_head};
 use super::handshake::{self, GateError};
 use super::headers::strip_hop_by_hop;
-use super::pools::hash_key;
-use super::server::{ConnCtx, Forwarding};
+use super::server::Forwarding;
 use super::tunnel::{self, Session};
 use super::{ProxyBody, respond};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -35,20 +34,6 @@ impl Drop for SessionSlot {
     }
 }
 
-fn reject(
-    ctx: &ConnCtx,
-    route: &str,
-    reason: &str,
-    resp: Response<ProxyBody>,
-) -> (Response<ProxyBody>, Option<String>) {
-    ctx.shared
-        .metrics
-        .rejected
-        .with_label_values(&[route, reason])
-        .inc();
-    (resp, None)
-}
-
 /// Handles a request that tries to open a WebSocket.
 pub(crate) async fn open(
     mut req: Request<Incoming>,
@@ -60,15 +45,15 @@ pub(crate) async fn open(
         backend,
         pool,
         host,
-        client,
         ctx,
+        ..
     } = *f;
     if !backend.settings.websocket.enabled {
         let resp = respond::text(
             StatusCode::FORBIDDEN,
             "WebSocket is disabled for this route",
         );
-        return reject(ctx, route, "websocket_disabled", resp);
+        return f.reject("websocket_disabled", resp);
     }
     if let Err(e) = handshake::check_client(&req) {
         let mut resp = respond::text(e.status(), &e.to_string());
@@ -78,7 +63,7 @@ pub(crate) async fn open(
                 HeaderValue::from_static("13"),
             );
         }
-        return reject(ctx, route, "bad_handshake", resp);
+        return f.reject("bad_handshake", resp);
     }
     let limit = backend.settings.websocket.max_connections as usize;
     let slot = match route_sessions {
@@ -91,15 +76,13 @@ pub(crate) async fn open(
                 );
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return reject(ctx, route, "max_connections", resp);
+                return f.reject("max_connections", resp);
             }
         },
         _ => None,
     };
-    let policy = &backend.settings.load_balancing;
-    let Some(lease) = pool.pick(policy, hash_key(policy, req.headers(), client)) else {
-        let resp = UpstreamError::NoEndpoints.response();
-        return reject(ctx, route, "no_healthy_backend", resp);
+    let Some(lease) = f.pick(req.headers()) else {
+        return (UpstreamError::NoEndpoints.response(), None);
     };
     let endpoint = lease.0.label.clone();
     let ep = lease.0.endpoint.clone();
@@ -110,7 +93,7 @@ pub(crate) async fn open(
         );
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return reject(ctx, route, "max_connections", resp);
+        return f.reject("max_connections", resp);
     };
     let key = req
         .headers()
