@@ -225,6 +225,14 @@ async fn service_of_type(admin: &Client, ns: &str, name: &str, type_: &str) {
 }
 
 /// The Service's one EndpointSlice, listing `ips` as ready on port 9001.
+/// The common start of a test: namespace, IngressClass, Service `echo` and its endpoints.
+async fn echo_service(admin: &Client, ns: &str, class: &str, ips: &[&str]) {
+    namespace(admin, ns).await;
+    ingress_class(admin, class).await;
+    service(admin, ns, "echo").await;
+    endpoints(admin, ns, "echo", ips).await;
+}
+
 async fn endpoints(admin: &Client, ns: &str, svc: &str, ips: &[&str]) {
     let eps: Vec<Value> = ips
         .iter()
@@ -566,10 +574,7 @@ async fn e2e_1_ingress_annotations_events_and_status() {
     let a = &env.admin;
     let b1 = backend("b1", "198.18.0.11").await;
     let b2 = backend("b2", "198.18.0.12").await;
-    namespace(a, ns).await;
-    ingress_class(a, class).await;
-    service(a, ns, "echo").await;
-    endpoints(a, ns, "echo", &[&b1.ip, &b2.ip]).await;
+    echo_service(a, ns, class, &[&b1.ip, &b2.ip]).await;
     ingress(
         a,
         ns,
@@ -699,10 +704,7 @@ async fn e2e_2_endpoint_churn_with_50_open_sessions() {
     let b1 = backend("c1", "198.18.0.21").await;
     let b2 = backend("c2", "198.18.0.22").await;
     let b3 = backend("c3", "198.18.0.23").await;
-    namespace(a, ns).await;
-    ingress_class(a, class).await;
-    service(a, ns, "echo").await;
-    endpoints(a, ns, "echo", &[&b1.ip, &b2.ip]).await;
+    echo_service(a, ns, class, &[&b1.ip, &b2.ip]).await;
     ingress(a, ns, "echo", class, "/", "echo", &[]).await;
     let w = Wsgate::start(&env, "churn-1", class, &[]).await;
     let url = &w.url("/");
@@ -973,10 +975,7 @@ async fn e2e_4_leader_election_and_publish_service() {
     let (ns, class) = ("e2e-leader", "e2e-leader");
     let a = &env.admin;
     let b = backend("l1", "198.18.0.41").await;
-    namespace(a, ns).await;
-    ingress_class(a, class).await;
-    service(a, ns, "echo").await;
-    endpoints(a, ns, "echo", &[&b.ip]).await;
+    echo_service(a, ns, class, &[&b.ip]).await;
     ingress(
         a,
         ns,
@@ -1147,10 +1146,7 @@ async fn e2e_5_apiserver_outage() {
     let (ns, class) = ("e2e-outage", "e2e-outage");
     let a = &env.admin;
     let b = backend("o1", "198.18.0.51").await;
-    namespace(a, ns).await;
-    ingress_class(a, class).await;
-    service(a, ns, "echo").await;
-    endpoints(a, ns, "echo", &[&b.ip]).await;
+    echo_service(a, ns, class, &[&b.ip]).await;
     ingress(
         a,
         ns,
