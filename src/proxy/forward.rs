@@ -3,11 +3,11 @@
 use super::cache::{self, HttpCache, Lookup};
 use super::headers::{set_forwarding, strip_hop_by_hop};
 use super::server::{ConnCtx, Forwarding};
+use super::upstream::{self, BackendBody, Exchange, ExchangeError, Reply, ResponseHead};
 use super::{ProxyBody, respond};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use std::error::Error as _;
 use std::time::Duration;
 
 /// Why a backend exchange failed, mapped onto the status the client gets.
@@ -35,35 +35,6 @@ impl UpstreamError {
     }
 }
 
-/// Whether an error chain contains a timed-out I/O error.
-pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        if err.to_string().contains("timed out") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// Whether an error chain says the request body exceeded `--max-body-bytes`.
-fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 fn body_too_large(max: u64) -> Response<ProxyBody> {
     respond::text_and_close(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -72,14 +43,14 @@ fn body_too_large(max: u64) -> Response<ProxyBody> {
 }
 
 /// Rewrites a client request head for the backend: hop-by-hop headers out, forwarding headers in,
-/// origin-form URI `http://endpoint/path?query`.
+/// a `Host` when the client sent none. The request target stays as the client sent it (only its
+/// path and query are written).
 pub(crate) fn prepare_head(
     parts: &mut http::request::Parts,
-    scheme: &str,
     endpoint: &str,
     host: &str,
     ctx: &ConnCtx,
-) -> Result<(), String> {
+) {
     strip_hop_by_hop(&mut parts.headers);
     set_forwarding(
         &mut parts.headers,
@@ -92,20 +63,16 @@ pub(crate) fn prepare_head(
     {
         parts.headers.insert(header::HOST, v);
     }
-    // Built from parts: the path and query are reused as parsed, not formatted and re-parsed.
-    let pq = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(scheme)
-        .authority(endpoint)
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| e.to_string())?;
     parts.version = Version::HTTP_11;
-    Ok(())
+}
+
+/// The client response for a backend response head and its body.
+pub(crate) fn relay(head: ResponseHead, body: BackendBody) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Left(body));
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    strip_hop_by_hop(resp.headers_mut());
+    resp
 }
 
 /// Forwards a non-upgrade request and relays the response, through the HTTP cache when the route
@@ -247,7 +214,7 @@ async fn upstream(
     let Some(lease) = f.pick(req.headers()) else {
         return (UpstreamError::NoEndpoints.response(), None);
     };
-    let endpoint = lease.0.label.clone();
+    let endpoint = &lease.0.label;
     let max_body = ctx.shared.settings.max_body_bytes;
     let declared = req
         .headers()
@@ -265,16 +232,13 @@ async fn upstream(
         usize::try_from(max_body).unwrap_or(usize::MAX)
     };
     let body = Limited::new(body, limit);
-    if let Err(e) = prepare_head(&mut parts, pool.runtime.scheme, &endpoint, host, ctx) {
-        return (
-            respond::text(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
-            None,
-        );
-    }
-    let call = pool
-        .runtime
-        .client
-        .request(Request::from_parts(parts, body));
+    prepare_head(&mut parts, endpoint, host, ctx);
+    let ex = Exchange {
+        endpoint: &lease.0,
+        runtime: &pool.runtime,
+        upgrade: false,
+    };
+    let call = upstream::send(&ex, &parts, body);
     let result = match backend.settings.request_timeout.get() {
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
@@ -282,36 +246,40 @@ async fn upstream(
                 lease.0.failure();
                 return (
                     UpstreamError::Timeout(endpoint.clone()).response(),
-                    Some(endpoint),
+                    Some(endpoint.clone()),
                 );
             }
         },
         None => call.await,
     };
     let resp = match result {
-        Ok(resp) => {
-            if resp.status().is_server_error() {
+        Ok(Reply::Response(head, body)) => {
+            if head.status.is_server_error() {
                 lease.0.failure();
             } else {
                 lease.0.success();
             }
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Either::Left(body))
+            relay(head, body)
         }
-        Err(e) if is_body_limit(&e) => body_too_large(max_body),
-        Err(e) if is_timeout(&e) => {
+        // `send` refuses a 101 to a request that did not ask for it.
+        Ok(Reply::Upgraded(..)) => {
             lease.0.failure();
-            UpstreamError::Timeout(endpoint.clone()).response()
+            UpstreamError::Failed(endpoint.clone(), "unexpected 101".into()).response()
         }
+        Err(e) if e.is_body_limit() => body_too_large(max_body),
         Err(e) => {
-            lease.0.failure();
-            let detail = e
-                .source()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string());
-            UpstreamError::Failed(endpoint.clone(), detail).response()
+            if e.is_endpoint_failure() {
+                lease.0.failure();
+            }
+            match e {
+                e if e.is_timeout() => UpstreamError::Timeout(endpoint.clone()).response(),
+                // The client went away or sent a broken body: nobody reads this answer.
+                ExchangeError::RequestBody(e) => {
+                    respond::text_and_close(StatusCode::BAD_REQUEST, &format!("request body: {e}"))
+                }
+                e => UpstreamError::Failed(endpoint.clone(), e.to_string()).response(),
+            }
         }
     };
-    (resp, Some(endpoint))
+    (resp, Some(endpoint.clone()))
 }

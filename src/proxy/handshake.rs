@@ -3,7 +3,7 @@
 use super::headers::has_token;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, Method, Request, StatusCode, Version, header};
 use sha1::{Digest, Sha1};
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -94,12 +94,11 @@ pub fn accept_key(key: &str) -> String {
 
 /// Checks the backend's 101: `Upgrade: websocket`, `Connection: upgrade`, the right accept value,
 /// and a subprotocol only from those the client offered.
-pub fn check_backend<B>(
-    resp: &Response<B>,
+pub fn check_backend(
+    h: &HeaderMap,
     client_key: &str,
     offered_protocols: &[String],
 ) -> Result<(), &'static str> {
-    let h = resp.headers();
     if !has_token(h, header::UPGRADE, "websocket") {
         return Err("backend 101 lacks Upgrade: websocket");
     }

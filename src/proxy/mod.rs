@@ -10,11 +10,13 @@ mod handshake;
 mod headers;
 mod health;
 mod listeners;
+mod peer;
 mod pools;
 mod respond;
 mod server;
 mod tls;
 mod tunnel;
+mod upstream;
 mod websocket;
 
 pub use handshake::{GateError, accept_key, check_client};
@@ -25,7 +27,6 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use ipnet::IpNet;
 use pools::{BoundPool, PoolRegistry};
 use std::net::IpAddr;
@@ -39,7 +40,7 @@ use tokio::sync::watch;
 pub const MAX_PENDING_HANDSHAKES: usize = 4096;
 
 /// Body of every response the proxy sends: a relayed backend body or one of its own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<upstream::BackendBody, Full<Bytes>>;
 
 /// Process-wide proxy settings from the command line.
 #[derive(Clone, Debug)]
@@ -129,6 +130,8 @@ pub(crate) struct Shared {
     capacity: Arc<listeners::Capacity>,
     /// Readiness was withdrawn (SIGTERM received).
     stopping: AtomicBool,
+    /// Whether the idle-connection reaper runs.
+    reaper: AtomicBool,
     /// The HTTP response cache (routes with `cache.enabled`).
     cache: cache::HttpCache,
     /// Server config per HTTPS listener port.
@@ -137,6 +140,23 @@ pub(crate) struct Shared {
     default_cert: Arc<rustls::sign::CertifiedKey>,
     /// WebSocket handshakes with backends in progress (bounded, see [`MAX_PENDING_HANDSHAKES`]).
     handshakes: Arc<tokio::sync::Semaphore>,
+}
+
+/// How often idle backend connections are checked for age and for being closed by the backend.
+const IDLE_REAP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Closes idle backend connections that aged out or that their backend closed, until the proxy
+/// is dropped.
+fn spawn_idle_reaper(shared: std::sync::Weak<Shared>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(IDLE_REAP_INTERVAL).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.registry.reap_idle();
+        }
+    });
 }
 
 /// Handle to the running proxy; cheap to clone.
@@ -174,6 +194,7 @@ impl Proxy {
                 limit: listeners::derived_max_connections(),
             }),
             stopping: AtomicBool::new(false),
+            reaper: AtomicBool::new(false),
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             tls_configs: ArcSwap::from_pointee(Default::default()),
             cache: cache::HttpCache::new(cache_max_bytes),
@@ -240,6 +261,9 @@ impl Proxy {
             route_sessions,
         }));
         self.shared.registry.prune();
+        if !self.shared.reaper.swap(true, Ordering::SeqCst) {
+            spawn_idle_reaper(Arc::downgrade(&self.shared));
+        }
         errors.extend(self.listeners.sync(&ports).await);
         self.shared.ready.store(true, Ordering::SeqCst);
         errors

@@ -5,10 +5,6 @@
 use crate::ir::{
     Backend, BackendProtocol, BackendSettings, Endpoint, HashOn, LoadBalancing, Timeout,
 };
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +32,8 @@ pub(crate) struct EndpointState {
     ejected_until_ms: AtomicU64,
     epoch: Instant,
     up_gauge: prometheus::IntGauge,
+    /// Idle keep-alive connections to this endpoint.
+    pub(crate) idle: super::upstream::IdleConns,
 }
 
 impl EndpointState {
@@ -104,16 +102,18 @@ impl Drop for Lease {
     }
 }
 
-/// Connection pool and cursor of one backend pool.
+/// Identity of a [`PoolRuntime`]: idle connections made under other TLS settings are not reused.
+static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
+
+/// Cursor and connection settings of one backend pool.
 pub(crate) struct PoolRuntime {
     cursor: AtomicUsize,
-    /// Pooled keep-alive client for plain HTTP requests (HTTP or HTTPS to the backend).
-    pub(crate) client:
-        Client<hyper_rustls::HttpsConnector<HttpConnector>, http_body_util::Limited<Incoming>>,
-    /// `http` or `https`.
-    pub(crate) scheme: &'static str,
-    /// TLS to the backend (WebSocket connections), `None` for HTTP backends.
+    /// Unique per runtime; tags the idle connections it made.
+    pub(crate) id: u64,
+    /// TLS to the backend, `None` for HTTP backends.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// TCP connect (and TLS handshake) limit.
+    pub(crate) connect_timeout: Option<Duration>,
 }
 
 impl PoolRuntime {
@@ -127,29 +127,11 @@ impl PoolRuntime {
                     .unwrap_or_else(|_| Arc::new(empty_client_config()))
             })
         });
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(settings.connect_timeout.get());
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config({
-                // hyper-rustls sets ALPN itself from enable_http1() and panics if it is preset.
-                let mut config = tls.as_deref().cloned().unwrap_or_else(empty_client_config);
-                config.alpn_protocols.clear();
-                config
-            })
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(https);
         Self {
             cursor: AtomicUsize::new(0),
-            client,
-            scheme: if tls.is_some() { "https" } else { "http" },
+            id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
             tls,
+            connect_timeout: settings.connect_timeout.get(),
         }
     }
 }
@@ -305,6 +287,7 @@ impl PoolRegistry {
                     ejections: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),
                     epoch: self.epoch,
+                    idle: Default::default(),
                 });
                 s.refresh_gauge();
                 eps.insert(key, Arc::downgrade(&s));
@@ -314,6 +297,20 @@ impl PoolRegistry {
         BoundPool {
             runtime,
             endpoints: endpoints.into(),
+        }
+    }
+
+    /// Closes idle backend connections that timed out or were closed by their backend.
+    pub(crate) fn reap_idle(&self) {
+        let live: Vec<Arc<EndpointState>> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for ep in live {
+            ep.idle.reap();
         }
     }
 

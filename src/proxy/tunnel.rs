@@ -7,8 +7,10 @@
 //! input its output is at a frame boundary or inside a payload whose length is known.
 
 use super::listeners::ConnGuard;
+use super::peer::Peer;
 use super::server::ConnCtx;
 use crate::ir::BackendSettings;
+use bytes::Bytes;
 use prometheus::{IntCounter, IntGauge};
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -270,7 +272,7 @@ enum End {
 
 /// One direction: reads from side `src`, writes to the other side.
 async fn pump<R, W>(
-    mut from: R,
+    (mut from, prefix): (R, Bytes),
     mut to: W,
     src: usize,
     st: &State,
@@ -283,7 +285,10 @@ where
 {
     let dst = 1 - src;
     let ctl = &st.ctl[dst];
-    let mut buf = vec![0u8; IDLE_BUF_SIZE];
+    let mut buf = vec![0u8; IDLE_BUF_SIZE.max(prefix.len())];
+    buf[..prefix.len()].copy_from_slice(&prefix);
+    // Bytes that arrived with the handshake are processed before the first read.
+    let mut preread = prefix.len();
     let mut carry = 0usize;
     let mut remaining: u64 = 0;
     let mut held: Option<Held> = None;
@@ -322,15 +327,19 @@ where
         }
         let reply_deadline = closing_since.map(|t| t + CLOSE_REPLY);
 
-        let n = tokio::select! {
-            biased;
-            _ = ctl.notify.notified() => continue,
-            _ = sleep_until_opt(reply_deadline) => {
-                let _ = to.shutdown().await;
-                return End::Done;
+        let n = if preread > 0 {
+            std::mem::take(&mut preread)
+        } else {
+            tokio::select! {
+                biased;
+                _ = ctl.notify.notified() => continue,
+                _ = sleep_until_opt(reply_deadline) => {
+                    let _ = to.shutdown().await;
+                    return End::Done;
+                }
+                // A read error is treated like the peer vanishing.
+                r = from.read(&mut buf[carry..]) => r.unwrap_or_default(),
             }
-            // A read error is treated like the peer vanishing.
-            r = from.read(&mut buf[carry..]) => r.unwrap_or_default(),
         };
 
         if n == 0 {
@@ -606,18 +615,21 @@ async fn controller(st: &State, policy: Policy, mut drain: watch::Receiver<bool>
 }
 
 /// Runs the session until both directions are done, then records it.
-pub(crate) async fn run<C, B>(client: C, backend: B, s: Session)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
+pub(crate) async fn run(mut client: Peer, mut backend: Peer, s: Session) {
     s.active.inc();
     let st = State::new();
-    let (c_read, c_write) = tokio::io::split(client);
-    let (b_read, b_write) = tokio::io::split(backend);
-    let c2b = pump(c_read, b_write, CLIENT, &st, s.policy, &s.counters[CLIENT]);
+    let (c_read, c_write, c_prefix) = client.split();
+    let (b_read, b_write, b_prefix) = backend.split();
+    let c2b = pump(
+        (c_read, c_prefix),
+        b_write,
+        CLIENT,
+        &st,
+        s.policy,
+        &s.counters[CLIENT],
+    );
     let b2c = pump(
-        b_read,
+        (b_read, b_prefix),
         c_write,
         BACKEND,
         &st,

@@ -1,15 +1,15 @@
 //! Opening a WebSocket session: gate, backend handshake, 101 validation, then the tunnel.
 
-use super::forward::{UpstreamError, is_timeout, prepare_head};
+use super::forward::{UpstreamError, prepare_head, relay};
 use super::handshake::{self, GateError};
 use super::headers::strip_hop_by_hop;
 use super::server::Forwarding;
 use super::tunnel::{self, Session};
+use super::upstream::{self, Exchange, ExchangeError, Reply};
 use super::{ProxyBody, respond};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -85,7 +85,6 @@ pub(crate) async fn open(
         return (UpstreamError::NoEndpoints.response(), None);
     };
     let endpoint = lease.0.label.clone();
-    let ep = lease.0.endpoint.clone();
     let Ok(_pending) = ctx.shared.handshakes.clone().try_acquire_owned() else {
         let mut resp = respond::text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -105,86 +104,54 @@ pub(crate) async fn open(
     let client_upgrade = hyper::upgrade::on(&mut req);
 
     let (mut parts, _body) = req.into_parts();
-    if let Err(e) = prepare_head(&mut parts, pool.runtime.scheme, &endpoint, host, ctx) {
-        return (
-            respond::text(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
-            None,
-        );
-    }
-    // Origin-form for a direct HTTP/1.1 connection.
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = pq.parse().unwrap_or_default();
+    prepare_head(&mut parts, &endpoint, host, ctx);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     parts
         .headers
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let backend_req = Request::from_parts(parts, Empty::<bytes::Bytes>::new());
 
     let settings = &backend.settings;
     let started = Instant::now();
-    let exchange = async {
-        // connectTimeout covers TCP and, for HTTPS backends, the TLS handshake.
-        let connect = super::tls::connect(&ep.host, ep.port, pool.runtime.tls.as_ref());
-        let stream = match settings.connect_timeout.get() {
-            Some(t) => tokio::time::timeout(t, connect)
-                .await
-                .map_err(|_| UpstreamError::Timeout(endpoint.clone()))?,
-            None => connect.await,
-        }
-        .map_err(|e| UpstreamError::Failed(endpoint.clone(), e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let ex = Exchange {
+        endpoint: &lease.0,
+        runtime: &pool.runtime,
+        upgrade: true,
+    };
+    // connectTimeout covers TCP and, for HTTPS backends, the TLS handshake; requestTimeout the
+    // whole exchange up to the response head.
+    let sent = upstream::send(&ex, &parts, Empty::<bytes::Bytes>::new());
+    let result = match settings.request_timeout.get() {
+        Some(t) => tokio::time::timeout(t, sent)
             .await
-            .map_err(|e| UpstreamError::Failed(endpoint.clone(), e.to_string()))?;
-        let conn_task = tokio::spawn(conn.with_upgrades());
-        let sent = sender.send_request(backend_req);
-        let resp = match settings.request_timeout.get() {
-            Some(t) => match tokio::time::timeout(t, sent).await {
-                Ok(r) => r,
-                Err(_) => {
-                    conn_task.abort();
-                    return Err(UpstreamError::Timeout(endpoint.clone()));
-                }
-            },
-            None => sent.await,
-        };
-        resp.map_err(|e| {
-            conn_task.abort();
-            if is_timeout(&e) {
+            .unwrap_or_else(|_| Err(ExchangeError::ConnectTimeout)),
+        None => sent.await,
+    };
+    let (head, io, leftover) = match result {
+        Ok(Reply::Upgraded(head, io, leftover)) => (head, io, leftover),
+        Ok(Reply::Response(head, body)) => {
+            // Relayed as HTTP; this dedicated backend connection is never reused.
+            if head.status.is_server_error() {
+                lease.0.failure();
+            } else {
+                lease.0.success();
+            }
+            return (relay(head, body), Some(endpoint));
+        }
+        Err(e) => {
+            lease.0.failure();
+            let e = if e.is_timeout() {
                 UpstreamError::Timeout(endpoint.clone())
             } else {
                 UpstreamError::Failed(endpoint.clone(), e.to_string())
-            }
-        })
-        .map(|r| (r, conn_task))
-    };
-    let (mut resp, conn_task) = match exchange.await {
-        Ok(x) => x,
-        Err(e) => {
-            lease.0.failure();
+            };
             return (e.response(), Some(endpoint));
         }
     };
-    if resp.status().is_server_error() {
-        lease.0.failure();
-    } else {
-        lease.0.success();
-    }
-
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Relay as HTTP; this dedicated backend connection is never reused.
-        let (mut p, body) = resp.into_parts();
-        strip_hop_by_hop(&mut p.headers);
-        return (Response::from_parts(p, Either::Left(body)), Some(endpoint));
-    }
-    if let Err(why) = handshake::check_backend(&resp, &key, &offered) {
-        conn_task.abort();
-        drop(resp);
+    lease.0.success();
+    if let Err(why) = handshake::check_backend(&head.headers, &key, &offered) {
+        drop(io);
         tracing::warn!(route, backend = %endpoint, why, "refused backend upgrade");
         // Close the client connection too, so nothing pipelined after the upgrade request is read.
         return (
@@ -193,31 +160,27 @@ pub(crate) async fn open(
         );
     }
 
-    let backend_upgrade = hyper::upgrade::on(&mut resp);
     let mut client_resp = Response::new(Either::Right(http_body_util::Full::new(
         bytes::Bytes::new(),
     )));
     *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = resp.headers().clone();
+    let mut headers = head.headers;
     strip_hop_by_hop(&mut headers);
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     *client_resp.headers_mut() = headers;
 
     let session = Session::new(route, ctx, &endpoint, settings, started, (lease, slot));
+    let backend = super::peer::Peer::backend(io, leftover.freeze());
     tokio::spawn(async move {
-        let (client, backend) = match tokio::join!(client_upgrade, backend_upgrade) {
-            (Ok(c), Ok(b)) => (c, b),
-            (c, b) => {
-                tracing::warn!(
-                    client_ok = c.is_ok(),
-                    backend_ok = b.is_ok(),
-                    "upgrade did not complete"
-                );
+        let client = match client_upgrade.await {
+            Ok(upgraded) => super::peer::Peer::client(upgraded),
+            Err(e) => {
+                tracing::warn!(error = %e, "client upgrade did not complete");
                 return;
             }
         };
-        tunnel::run(TokioIo::new(client), TokioIo::new(backend), session).await;
+        tunnel::run(client, backend, session).await;
     });
     (client_resp, Some(endpoint))
 }

@@ -1,0 +1,287 @@
+//! Request heads as written to a backend, response heads as read from it, and the framing of a
+//! response body (RFC 9112 section 6.3).
+
+use bytes::{Buf, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+
+/// Most header lines accepted in a backend response head.
+const MAX_HEADERS: usize = 128;
+/// Largest backend response head.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How the request body is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestBody {
+    /// No body.
+    None,
+    /// `Content-Length` bytes, as the client declared.
+    Length,
+    /// Chunked (the client's framing is unknown or was itself chunked).
+    Chunked,
+}
+
+/// Appends `METHOD target HTTP/1.1`, the headers, and the framing header for `body`.
+pub(crate) fn encode_request(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: RequestBody,
+) {
+    let size = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>();
+    out.reserve(method.as_str().len() + target.len() + size + 40);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if body != RequestBody::Length && name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if body == RequestBody::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the backend closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// Why a response head is unusable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    #[error("invalid response head: {0}")]
+    Invalid(String),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Parses a complete response head from the front of `buf` and removes it; `Ok(None)` when more
+/// bytes are needed. `method` is the request's (a HEAD response has no body).
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HeadError::Invalid(e.to_string())),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| HeadError::Invalid(format!("status code {code}")))?;
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Invalid(format!("header name {:?}", h.name)))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HeadError::Invalid(format!("value of header {:?}", h.name)))?;
+        headers.append(name, value);
+    }
+    buf.advance(len);
+    let (framing, framing_reusable) = framing(method, status, &headers)?;
+    let close = super::super::headers::has_token(&headers, header::CONNECTION, "close");
+    let keep_alive = version == Version::HTTP_11 && !close && framing_reusable;
+    Ok(Some(ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body framing of a response, and whether it leaves the connection reusable.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), HeadError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty());
+        let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        // Both Transfer-Encoding and Content-Length: chunked wins, and the connection is not
+        // trusted with another request (RFC 9112 6.3, smuggling hygiene).
+        let reusable = chunked && !headers.contains_key(header::CONTENT_LENGTH);
+        let framing = if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        };
+        return Ok((framing, reusable));
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.to_str().unwrap_or("x").split(',') {
+            let part = part.trim();
+            let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| HeadError::Invalid(format!("Content-Length {part:?}")))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Invalid(
+                    "conflicting Content-Length values".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, method: Method) -> Result<Option<ResponseHead>, HeadError> {
+        let mut buf = BytesMut::from(raw);
+        parse_response(&mut buf, &method)
+    }
+
+    #[test]
+    fn encodes_the_head_with_the_framing_it_was_told() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let mut out = Vec::new();
+        encode_request(&mut out, &Method::POST, "/x?y=1", &h, RequestBody::Length);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /x?y=1 HTTP/1.1\r\nhost: a.example\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_request(&mut out, &Method::POST, "/", &h, RequestBody::Chunked);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST / HTTP/1.1\r\nhost: a.example\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn partial_heads_wait_and_complete_heads_are_consumed() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n");
+        assert!(matches!(parse_response(&mut buf, &Method::GET), Ok(None)));
+        buf.extend_from_slice(b"\r\nabc");
+        let head = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.framing, Framing::Length(3));
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"abc");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let head = |raw: &str, m: Method| parse(raw, m).unwrap().unwrap();
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", Method::HEAD);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Empty, true));
+        let h = head(
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        let h = head(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        let h = head(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(2), false));
+        let h = head("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n", Method::GET);
+        assert!(!h.keep_alive);
+        let h = head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(h.framing, Framing::Length(7));
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
+            "HTTP/1.1 999x OK\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, Method::GET), Err(HeadError::Invalid(_))),
+                "{raw:?}"
+            );
+        }
+        let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(parse(&huge, Method::GET).unwrap_err(), HeadError::TooLarge);
+    }
+}
