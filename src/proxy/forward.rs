@@ -78,6 +78,18 @@ pub(crate) fn relay(head: ResponseHead, body: BackendBody) -> Response<ProxyBody
 /// Forwards a non-upgrade request and relays the response, through the HTTP cache when the route
 /// enables it.
 pub(crate) async fn forward(
+    req: Request<Incoming>,
+    f: &Forwarding<'_>,
+) -> (Response<ProxyBody>, Option<String>) {
+    if !f.backend.settings.cache {
+        return upstream(req, f).await;
+    }
+    // Boxed: the cache's future would otherwise be part of every request's.
+    Box::pin(through_cache(req, f)).await
+}
+
+/// [`forward`] for a route with the cache enabled.
+async fn through_cache(
     mut req: Request<Incoming>,
     f: &Forwarding<'_>,
 ) -> (Response<ProxyBody>, Option<String>) {
@@ -88,9 +100,6 @@ pub(crate) async fn forward(
         ctx,
         ..
     } = *f;
-    if !backend.settings.cache {
-        return upstream(req, f).await;
-    }
     let cache = &ctx.shared.cache;
     let count = |result: &str| {
         ctx.shared

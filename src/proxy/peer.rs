@@ -47,7 +47,7 @@ impl Peer {
     pub(crate) fn backend(io: BackendStream, prefix: Bytes) -> Self {
         let io = match io {
             tokio_util::either::Either::Left(tcp) => Io::Tcp(tcp),
-            tokio_util::either::Either::Right(tls) => Io::Other(Box::new(tls)),
+            tokio_util::either::Either::Right(tls) => Io::Other(tls),
         };
         Peer { io, prefix }
     }

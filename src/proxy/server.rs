@@ -235,7 +235,13 @@ async fn phases(
         ctx,
     };
     let (resp, endpoint) = if websocket {
-        websocket::open(req, &f, table.route_sessions.get(&route_id)).await
+        // Boxed: the handshake's large future would otherwise be part of every request's.
+        Box::pin(websocket::open(
+            req,
+            &f,
+            table.route_sessions.get(&route_id),
+        ))
+        .await
     } else {
         forward::forward(req, &f).await
     };

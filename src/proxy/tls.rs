@@ -135,8 +135,9 @@ pub(crate) fn client_config(ca_pem: Option<&str>) -> Result<Arc<ClientConfig>, S
 }
 
 /// A connection to a backend: plain TCP, or TLS verified against the pool's client config.
+/// The TLS state is boxed: it is large, and streams are moved between futures.
 pub(crate) type BackendStream =
-    tokio_util::either::Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+    tokio_util::either::Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// Connects to `host:port`, with TLS when `tls` is given (the server name is `host`, an IP
 /// address or DNS name).
@@ -156,8 +157,8 @@ pub(crate) async fn connect(
             format!("invalid server name {host:?}: {e}"),
         )
     })?;
-    let stream = tokio_rustls::TlsConnector::from(config.clone())
-        .connect(name, tcp)
-        .await?;
-    Ok(tokio_util::either::Either::Right(stream))
+    // Boxed: the handshake future is large and only TLS backends need it.
+    let stream =
+        Box::pin(tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp)).await?;
+    Ok(tokio_util::either::Either::Right(Box::new(stream)))
 }

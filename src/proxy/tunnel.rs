@@ -289,6 +289,8 @@ where
     buf[..prefix.len()].copy_from_slice(&prefix);
     // Bytes that arrived with the handshake are processed before the first read.
     let mut preread = prefix.len();
+    // Even an empty prefix may keep a whole handshake read buffer alive: let it go now.
+    drop(prefix);
     let mut carry = 0usize;
     let mut remaining: u64 = 0;
     let mut held: Option<Held> = None;

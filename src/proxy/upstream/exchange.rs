@@ -170,12 +170,13 @@ where
     match body {
         None => io.write_all(head_buf).await.map_err(stale)?,
         Some(body) => {
-            if let Err(e) = write_body(&mut io, head_buf, body, framing).await {
+            // Boxed: only requests with a body pay for this future's size.
+            if let Err(e) = Box::pin(write_body(&mut io, head_buf, body, framing)).await {
                 // A backend may answer early (e.g. 413) and stop reading: prefer its response.
                 if matches!(e, ExchangeError::Io(_))
                     && let Ok(Ok(reply)) = tokio::time::timeout(
                         std::time::Duration::from_millis(100),
-                        read_reply(ex, io, method),
+                        Box::pin(read_reply(ex, io, method)),
                     )
                     .await
                 {
