@@ -301,3 +301,86 @@ impl Body for BackendBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Decodes `wire` (after the head) with `framing`, the backend writing it `step` bytes at a
+    /// time over a real socket.
+    async fn decode(wire: &'static [u8], framing: Framing, step: usize) -> Result<Vec<u8>, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for piece in wire.chunks(step) {
+                s.write_all(piece).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let io = tokio_util::either::Either::Left(TcpStream::connect(addr).await.unwrap());
+        let body = BackendBody::new(io, BytesMut::new(), framing, None);
+        let out = body.collect().await.map(|c| c.to_bytes().to_vec());
+        writer.await.unwrap();
+        out.map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn chunk_sizes_and_lines() {
+        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"A;name=value").unwrap(), 10);
+        assert_eq!(parse_chunk_size(b" 0 ").unwrap(), 0);
+        for bad in [&b""[..], b"g", b"-1", b"11111111111111111"] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
+        }
+        let mut buf = BytesMut::from(&b"abc\r\nrest"[..]);
+        assert_eq!(&take_line(&mut buf).unwrap().unwrap()[..], b"abc");
+        assert_eq!(&buf[..], b"rest");
+        assert!(take_line(&mut buf).unwrap().is_none());
+        assert!(take_line(&mut BytesMut::from(&b"bare\n"[..])).is_err());
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] = b"5;x=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nx-t: 1\r\n\r\n";
+        for step in [1, 2, 3, 7, wire.len()] {
+            assert_eq!(
+                decode(wire, Framing::Chunked, step).await.unwrap(),
+                b"hello world",
+                "written {step} bytes at a time"
+            );
+        }
+        assert_eq!(
+            decode(b"hello", Framing::Length(5), 2).await.unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            decode(b"until eof", Framing::UntilClose, 4).await.unwrap(),
+            b"until eof"
+        );
+    }
+
+    #[tokio::test]
+    async fn broken_bodies_are_errors() {
+        let err = decode(b"5\r\nhelloXX0\r\n\r\n", Framing::Chunked, 3)
+            .await
+            .unwrap_err();
+        assert!(err.contains("CRLF"), "{err}");
+        let err = decode(b"zz\r\n", Framing::Chunked, 3).await.unwrap_err();
+        assert!(err.contains("chunk size"), "{err}");
+        let err = decode(b"5\r\nhel", Framing::Chunked, 3).await.unwrap_err();
+        assert!(
+            err.contains("before the response body was complete"),
+            "{err}"
+        );
+        let err = decode(b"hel", Framing::Length(5), 3).await.unwrap_err();
+        assert!(
+            err.contains("before the response body was complete"),
+            "{err}"
+        );
+    }
+}
