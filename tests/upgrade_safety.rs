@@ -45,15 +45,7 @@ async fn scripted_backend(
             let head = read_head(&mut s).await;
             seen.lock().unwrap().extend_from_slice(head.as_bytes());
             let _ = s.write_all(response.as_bytes()).await;
-            let mut buf = [0u8; 4096];
-            while let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await
-            {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+            record_until_quiet(&mut s, &seen, Duration::from_secs(3)).await;
         }
     })
     .await;

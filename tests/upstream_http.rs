@@ -368,15 +368,7 @@ async fn bytes_pipelined_with_the_handshake_cross_the_tunnel() {
             out.extend_from_slice(&[0x81, 5]);
             out.extend_from_slice(b"early");
             s.write_all(&out).await.unwrap();
-            let mut buf = [0u8; 64];
-            while let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await
-            {
-                if n == 0 {
-                    break;
-                }
-                received.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+            record_until_quiet(&mut s, &received, Duration::from_secs(2)).await;
         }
     })
     .await;

@@ -33,6 +33,15 @@ impl UpstreamError {
         };
         respond::text(status, &self.to_string())
     }
+
+    /// The client-facing error for a failed exchange with `endpoint`.
+    pub(crate) fn from_exchange(endpoint: &str, e: &ExchangeError) -> Self {
+        if e.is_timeout() {
+            UpstreamError::Timeout(endpoint.to_string())
+        } else {
+            UpstreamError::Failed(endpoint.to_string(), e.to_string())
+        }
+    }
 }
 
 fn body_too_large(max: u64) -> Response<ProxyBody> {
@@ -246,28 +255,11 @@ async fn upstream(
         endpoint: &lease.0,
         runtime: &pool.runtime,
         upgrade: false,
+        request_timeout: backend.settings.request_timeout.get(),
     };
-    let call = upstream::send(&ex, &parts, body);
-    let result = match backend.settings.request_timeout.get() {
-        Some(limit) => match tokio::time::timeout(limit, call).await {
-            Ok(r) => r,
-            Err(_) => {
-                lease.0.failure();
-                return (
-                    UpstreamError::Timeout(endpoint.clone()).response(),
-                    Some(endpoint.clone()),
-                );
-            }
-        },
-        None => call.await,
-    };
-    let resp = match result {
+    let resp = match upstream::send(&ex, &parts, body).await {
         Ok(Reply::Response(head, body)) => {
-            if head.status.is_server_error() {
-                lease.0.failure();
-            } else {
-                lease.0.success();
-            }
+            lease.0.answered(head.status);
             relay(head, body)
         }
         // `send` refuses a 101 to a request that did not ask for it.
@@ -276,18 +268,13 @@ async fn upstream(
             UpstreamError::Failed(endpoint.clone(), "unexpected 101".into()).response()
         }
         Err(e) if e.is_body_limit() => body_too_large(max_body),
+        // The client went away or sent a broken body: nobody reads this answer.
+        Err(ExchangeError::RequestBody(e)) => {
+            respond::text_and_close(StatusCode::BAD_REQUEST, &format!("request body: {e}"))
+        }
         Err(e) => {
-            if e.is_endpoint_failure() {
-                lease.0.failure();
-            }
-            match e {
-                e if e.is_timeout() => UpstreamError::Timeout(endpoint.clone()).response(),
-                // The client went away or sent a broken body: nobody reads this answer.
-                ExchangeError::RequestBody(e) => {
-                    respond::text_and_close(StatusCode::BAD_REQUEST, &format!("request body: {e}"))
-                }
-                e => UpstreamError::Failed(endpoint.clone(), e.to_string()).response(),
-            }
+            lease.0.failure();
+            UpstreamError::from_exchange(endpoint, &e).response()
         }
     };
     (resp, Some(endpoint.clone()))

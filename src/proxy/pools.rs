@@ -73,6 +73,15 @@ impl EndpointState {
         }
     }
 
+    /// Records a backend's answer: a 5xx counts as a failure, anything else as a success.
+    pub(crate) fn answered(&self, status: http::StatusCode) {
+        if status.is_server_error() {
+            self.failure();
+        } else {
+            self.success();
+        }
+    }
+
     /// Sets the active probe's verdict.
     pub(crate) fn set_probe_healthy(&self, healthy: bool) {
         if self.probe_healthy.swap(healthy, Ordering::Relaxed) != healthy {

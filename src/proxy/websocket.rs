@@ -5,7 +5,7 @@ use super::handshake::{self, GateError};
 use super::headers::strip_hop_by_hop;
 use super::server::Forwarding;
 use super::tunnel::{self, Session};
-use super::upstream::{self, Exchange, ExchangeError, Reply};
+use super::upstream::{self, Exchange, Reply};
 use super::{ProxyBody, respond};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Empty};
@@ -114,38 +114,25 @@ pub(crate) async fn open(
 
     let settings = &backend.settings;
     let started = Instant::now();
+    // connectTimeout covers TCP and, for HTTPS backends, the TLS handshake; requestTimeout the
+    // whole exchange up to the response head.
     let ex = Exchange {
         endpoint: &lease.0,
         runtime: &pool.runtime,
         upgrade: true,
+        request_timeout: settings.request_timeout.get(),
     };
-    // connectTimeout covers TCP and, for HTTPS backends, the TLS handshake; requestTimeout the
-    // whole exchange up to the response head.
-    let sent = upstream::send(&ex, &parts, Empty::<bytes::Bytes>::new());
-    let result = match settings.request_timeout.get() {
-        Some(t) => tokio::time::timeout(t, sent)
-            .await
-            .unwrap_or_else(|_| Err(ExchangeError::ConnectTimeout)),
-        None => sent.await,
-    };
-    let (head, io, leftover) = match result {
+    let (head, io, leftover) = match upstream::send(&ex, &parts, Empty::<bytes::Bytes>::new()).await
+    {
         Ok(Reply::Upgraded(head, io, leftover)) => (head, io, leftover),
         Ok(Reply::Response(head, body)) => {
             // Relayed as HTTP; this dedicated backend connection is never reused.
-            if head.status.is_server_error() {
-                lease.0.failure();
-            } else {
-                lease.0.success();
-            }
+            lease.0.answered(head.status);
             return (relay(head, body), Some(endpoint));
         }
         Err(e) => {
             lease.0.failure();
-            let e = if e.is_timeout() {
-                UpstreamError::Timeout(endpoint.clone())
-            } else {
-                UpstreamError::Failed(endpoint.clone(), e.to_string())
-            };
+            let e = UpstreamError::from_exchange(&endpoint, &e);
             return (e.response(), Some(endpoint));
         }
     };

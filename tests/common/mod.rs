@@ -350,6 +350,21 @@ pub async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Appends everything read from `s` to `into` until EOF or `quiet` without a byte.
+pub async fn record_until_quiet(
+    s: &mut TcpStream,
+    into: &std::sync::Mutex<Vec<u8>>,
+    quiet: Duration,
+) {
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        into.lock().unwrap().extend_from_slice(&buf[..n]);
+    }
+}
+
 /// Value of a header in a raw HTTP head (case-insensitive name).
 pub fn head_value(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|l| {

@@ -20,6 +20,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) runtime: &'a PoolRuntime,
     /// `true` for a WebSocket handshake: a fresh connection, kept as a stream on a 101.
     pub(crate) upgrade: bool,
+    /// `requestTimeout`: limit of the whole exchange up to the response head.
+    pub(crate) request_timeout: Option<std::time::Duration>,
 }
 
 /// What the backend answered.
@@ -35,8 +37,9 @@ pub(crate) enum Reply {
 pub(crate) enum ExchangeError {
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
+    /// `connectTimeout` or `requestTimeout` elapsed.
+    #[error("timed out")]
+    TimedOut,
     #[error("{0}")]
     Io(std::io::Error),
     #[error("backend closed the connection without a response")]
@@ -56,14 +59,9 @@ impl ExchangeError {
         matches!(self, ExchangeError::RequestBody(e) if e.is::<http_body_util::LengthLimitError>())
     }
 
-    /// Failures of the endpoint (count toward passive ejection), not of the client.
-    pub(crate) fn is_endpoint_failure(&self) -> bool {
-        !matches!(self, ExchangeError::RequestBody(_))
-    }
-
     pub(crate) fn is_timeout(&self) -> bool {
         match self {
-            ExchangeError::ConnectTimeout => true,
+            ExchangeError::TimedOut => true,
             ExchangeError::Connect(e) | ExchangeError::Io(e) => {
                 e.kind() == std::io::ErrorKind::TimedOut
             }
@@ -72,10 +70,27 @@ impl ExchangeError {
     }
 }
 
-/// Sends `parts` + `body` to the endpoint and reads the response head. A request without a body
-/// that fails on a reused connection before any response byte arrives (the backend closed it
-/// while idle) is retried once on a new connection.
+/// Sends `parts` + `body` to the endpoint and reads the response head within the request
+/// timeout. A request without a body that fails on a reused connection before any response byte
+/// arrives (the backend closed it while idle) is retried once on a new connection.
 pub(crate) async fn send<B>(
+    ex: &Exchange<'_>,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<Reply, ExchangeError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match ex.request_timeout {
+        Some(limit) => tokio::time::timeout(limit, send_untimed(ex, parts, body))
+            .await
+            .unwrap_or(Err(ExchangeError::TimedOut)),
+        None => send_untimed(ex, parts, body).await,
+    }
+}
+
+async fn send_untimed<B>(
     ex: &Exchange<'_>,
     parts: &http::request::Parts,
     body: B,
@@ -107,12 +122,12 @@ where
             Some(io) => io,
             None => connect(ex).await?,
         };
-        let attempt = if framing == RequestBody::None {
-            on_connection(ex, io, &parts.method, &head_buf, None::<B>, framing).await
+        let b = if framing == RequestBody::None {
+            None
         } else {
-            let b = body.take();
-            on_connection(ex, io, &parts.method, &head_buf, b, framing).await
+            body.take()
         };
+        let attempt = on_connection(ex, io, &parts.method, &head_buf, b, framing).await;
         match attempt {
             Err(Attempt::Stale(_)) if reused && framing == RequestBody::None => continue,
             Err(Attempt::Stale(e) | Attempt::Failed(e)) => return Err(e),
@@ -133,7 +148,7 @@ async fn connect(ex: &Exchange<'_>) -> Result<BackendStream, ExchangeError> {
     match ex.runtime.connect_timeout {
         Some(t) => tokio::time::timeout(t, connect)
             .await
-            .map_err(|_| ExchangeError::ConnectTimeout)?,
+            .map_err(|_| ExchangeError::TimedOut)?,
         None => connect.await,
     }
     .map_err(ExchangeError::Connect)
