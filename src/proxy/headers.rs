@@ -27,6 +27,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
+    // One pass over the names present instead of a lookup per hop-by-hop name (this runs twice
+    // per proxied request, and usually finds nothing).
+    let is_hop =
+        |k: &HeaderName| HOP_BY_HOP.contains(&k.as_str()) || k == header::PROXY_AUTHENTICATE;
+    if !headers.keys().any(is_hop) {
+        return;
+    }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -55,38 +62,48 @@ pub struct ClientInfo {
 /// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. Incoming values are kept (appended to)
 /// only when the peer is a trusted proxy; otherwise they are replaced, so clients cannot spoof them.
 pub fn set_forwarding(headers: &mut HeaderMap, client: ClientInfo, host: &str, trusted: &[IpNet]) {
+    use std::fmt::Write as _;
     let trusted_peer = trusted.iter().any(|n| n.contains(&client.peer));
     let proto = if client.tls { "https" } else { "http" };
     let xff_name = HeaderName::from_static("x-forwarded-for");
-    let prior_xff = trusted_peer
+    // Each value is built in one String that becomes the header value without another copy.
+    let mut xff = trusted_peer
         .then(|| join_values(headers, &xff_name))
-        .flatten();
-    let xff = match prior_xff {
-        Some(p) => format!("{p}, {}", client.peer),
-        None => client.peer.to_string(),
-    };
-    let prior_fwd = trusted_peer
+        .flatten()
+        .map(|p| p + ", ")
+        .unwrap_or_default();
+    let _ = write!(xff, "{}", client.peer);
+    let mut fwd = trusted_peer
         .then(|| join_values(headers, &header::FORWARDED))
-        .flatten();
-    let node = match client.peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        .flatten()
+        .map(|p| p + ", ")
+        .unwrap_or_default();
+    let _ = match client.peer {
+        IpAddr::V4(v4) => write!(fwd, "for={v4}"),
+        IpAddr::V6(v6) => write!(fwd, "for=\"[{v6}]\""),
     };
-    let quoted_host = host.replace(['"', '\\'], "");
-    let fwd_elem = format!("for={node};proto={proto};host=\"{quoted_host}\"");
-    let fwd = match prior_fwd {
-        Some(p) => format!("{p}, {fwd_elem}"),
-        None => fwd_elem,
-    };
+    let _ = write!(fwd, ";proto={proto};host=\"");
+    fwd.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+    fwd.push('"');
     let keep_proto = trusted_peer && headers.contains_key("x-forwarded-proto");
     let keep_host = trusted_peer && headers.contains_key("x-forwarded-host");
-    set(headers, xff_name, &xff);
-    set(headers, header::FORWARDED, &fwd);
+    set_owned(headers, xff_name, xff);
+    set_owned(headers, header::FORWARDED, fwd);
     if !keep_proto {
-        set(headers, HeaderName::from_static("x-forwarded-proto"), proto);
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(proto),
+        );
     }
     if !keep_host {
         set(headers, HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+/// Sets a header to a value built in a `String` (no copy; invalid values are skipped).
+fn set_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(name, v);
     }
 }
 

@@ -43,8 +43,12 @@ impl EndpointState {
 
     /// Whether new requests and sessions may go here.
     pub(crate) fn available(&self) -> bool {
-        self.probe_healthy.load(Ordering::Relaxed)
-            && self.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        if !self.probe_healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Never ejected (the common case): no clock read.
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ms()
     }
 
     /// Records a connect failure or 5xx; ejects after [`PASSIVE_FAILURES`] in a row.
@@ -172,22 +176,24 @@ pub(crate) type HashKey<'a> = Option<std::borrow::Cow<'a, [u8]>>;
 impl BoundPool {
     /// Chooses an available endpoint by `policy`, or `None` when none is available.
     pub(crate) fn pick(&self, policy: &LoadBalancing, key: HashKey<'_>) -> Option<Lease> {
-        let available: Vec<&Arc<EndpointState>> =
-            self.endpoints.iter().filter(|e| e.available()).collect();
-        if available.is_empty() {
+        // No list is collected: this runs for every request.
+        let available = || self.endpoints.iter().filter(|e| e.available());
+        let n = available().count();
+        if n == 0 {
             return None;
         }
         let turn = self.runtime.cursor.fetch_add(1, Ordering::Relaxed);
         let chosen = match (policy, key) {
             (LoadBalancing::LeastConnections, _) => {
                 // Rotate the start so equal loads are spread in turn.
-                let n = available.len();
-                (0..n)
-                    .map(|i| available[(turn + i) % n])
+                available()
+                    .cycle()
+                    .skip(turn % n)
+                    .take(n)
                     .min_by_key(|e| e.active.load(Ordering::Relaxed))
             }
             (LoadBalancing::ConsistentHash(_), Some(key)) => {
-                available.iter().copied().max_by_key(|e| {
+                available().max_by_key(|e| {
                     // Rendezvous hashing: only keys whose endpoint disappears move.
                     let mut h = DefaultHasher::new();
                     key.hash(&mut h);
@@ -195,7 +201,7 @@ impl BoundPool {
                     h.finish()
                 })
             }
-            _ => available.get(turn % available.len()).copied(),
+            _ => available().nth(turn % n),
         }?;
         Some(Lease::new(chosen.clone()))
     }
