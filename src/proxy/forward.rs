@@ -63,7 +63,7 @@ pub(crate) fn prepare_head(
     strip_hop_by_hop(&mut parts.headers);
     set_forwarding(
         &mut parts.headers,
-        ctx.client,
+        &ctx.client,
         host,
         &ctx.shared.settings.trusted_proxies,
     );

@@ -51,52 +51,74 @@ pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 /// What the proxy knows about the client side of a request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientInfo {
     /// The TCP peer.
     pub peer: IpAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// `peer` as text, formatted once per connection rather than twice per request.
+    peer_text: Box<str>,
 }
+
+impl ClientInfo {
+    pub fn new(peer: IpAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            peer_text: peer.to_string().into(),
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Sets `X-Forwarded-For/-Proto/-Host` and `Forwarded`. Incoming values are kept (appended to)
 /// only when the peer is a trusted proxy; otherwise they are replaced, so clients cannot spoof them.
-pub fn set_forwarding(headers: &mut HeaderMap, client: ClientInfo, host: &str, trusted: &[IpNet]) {
-    use std::fmt::Write as _;
+pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str, trusted: &[IpNet]) {
     let trusted_peer = trusted.iter().any(|n| n.contains(&client.peer));
     let proto = if client.tls { "https" } else { "http" };
-    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let peer = &*client.peer_text;
     // Each value is built in one String that becomes the header value without another copy.
-    let mut xff = trusted_peer
-        .then(|| join_values(headers, &xff_name))
-        .flatten()
-        .map(|p| p + ", ")
-        .unwrap_or_default();
-    let _ = write!(xff, "{}", client.peer);
-    let mut fwd = trusted_peer
-        .then(|| join_values(headers, &header::FORWARDED))
-        .flatten()
-        .map(|p| p + ", ")
-        .unwrap_or_default();
-    let _ = match client.peer {
-        IpAddr::V4(v4) => write!(fwd, "for={v4}"),
-        IpAddr::V6(v6) => write!(fwd, "for=\"[{v6}]\""),
-    };
-    let _ = write!(fwd, ";proto={proto};host=\"");
+    let prior = |name: &HeaderName| trusted_peer.then(|| join_values(headers, name)).flatten();
+    let mut xff = String::with_capacity(peer.len());
+    if let Some(p) = prior(&X_FORWARDED_FOR) {
+        xff.push_str(&p);
+        xff.push_str(", ");
+    }
+    xff.push_str(peer);
+    let mut fwd = String::with_capacity(peer.len() + host.len() + 32);
+    if let Some(p) = prior(&header::FORWARDED) {
+        fwd.push_str(&p);
+        fwd.push_str(", ");
+    }
+    match client.peer {
+        IpAddr::V4(_) => {
+            fwd.push_str("for=");
+            fwd.push_str(peer);
+        }
+        IpAddr::V6(_) => {
+            fwd.push_str("for=\"[");
+            fwd.push_str(peer);
+            fwd.push_str("]\"");
+        }
+    }
+    fwd.push_str(";proto=");
+    fwd.push_str(proto);
+    fwd.push_str(";host=\"");
     fwd.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
     fwd.push('"');
-    let keep_proto = trusted_peer && headers.contains_key("x-forwarded-proto");
-    let keep_host = trusted_peer && headers.contains_key("x-forwarded-host");
-    set_owned(headers, xff_name, xff);
+    let keep_proto = trusted_peer && headers.contains_key(X_FORWARDED_PROTO);
+    let keep_host = trusted_peer && headers.contains_key(X_FORWARDED_HOST);
+    set_owned(headers, X_FORWARDED_FOR, xff);
     set_owned(headers, header::FORWARDED, fwd);
     if !keep_proto {
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(proto),
-        );
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !keep_host {
-        set(headers, HeaderName::from_static("x-forwarded-host"), host);
+        set(headers, X_FORWARDED_HOST, host);
     }
 }
 
@@ -130,7 +152,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         return peer;
     }
     let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -197,18 +219,15 @@ mod tests {
     fn untrusted_forwarding_headers_are_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        let client = ClientInfo {
-            peer: "10.1.2.3".parse().unwrap(),
-            tls: false,
-        };
-        set_forwarding(&mut h, client, "a.example", &[]);
+        let client = ClientInfo::new("10.1.2.3".parse().unwrap(), false);
+        set_forwarding(&mut h, &client, "a.example", &[]);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http;host=\"a.example\"");
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        set_forwarding(&mut h, client, "a.example", &trusted);
+        set_forwarding(&mut h, &client, "a.example", &trusted);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
     }
 

@@ -38,10 +38,7 @@ pub(crate) async fn serve<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ctx = Arc::new(ConnCtx {
-        client: ClientInfo {
-            peer: peer.ip(),
-            tls,
-        },
+        client: ClientInfo::new(peer.ip(), tls),
         shared: shared.clone(),
         port,
         peer,
