@@ -403,3 +403,35 @@ async fn bytes_pipelined_with_the_handshake_cross_the_tunnel() {
         .collect();
     assert_eq!(unmasked, b"hello");
 }
+
+#[tokio::test]
+async fn request_metrics_count_every_request_on_a_keep_alive_connection() {
+    let (addr, _) = scripted_backend().await;
+    let srv = serve(addr).await;
+    let mut c = client(srv.http()).await;
+    for path in [
+        "/length", "/length", "/missing", "/length", "/empty", "/missing",
+    ] {
+        assert!(call(&mut c, "GET", path, vec![]).await.2.is_ok(), "{path}");
+    }
+    assert!(call(&mut c, "HEAD", "/head", vec![]).await.2.is_ok());
+    let m = srv.metrics().await;
+    let count = |code: &str, method: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("wsgate_http_requests_total{"))
+            .filter(|l| l.contains(&format!("code=\"{code}\"")))
+            .filter(|l| l.contains(&format!("method=\"{method}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(count("200", "GET"), 3.0, "{m}");
+    assert_eq!(count("404", "GET"), 2.0, "{m}");
+    assert_eq!(count("204", "GET"), 1.0, "{m}");
+    assert_eq!(count("200", "HEAD"), 1.0, "{m}");
+    let observed: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("wsgate_http_request_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(observed, 7.0, "{m}");
+}

@@ -108,7 +108,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str, 
     fwd.push_str(";proto=");
     fwd.push_str(proto);
     fwd.push_str(";host=\"");
-    fwd.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+    if host.contains(['"', '\\']) {
+        fwd.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+    } else {
+        fwd.push_str(host);
+    }
     fwd.push('"');
     let keep_proto = trusted_peer && headers.contains_key(X_FORWARDED_PROTO);
     let keep_host = trusted_peer && headers.contains_key(X_FORWARDED_HOST);

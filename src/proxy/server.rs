@@ -24,6 +24,19 @@ pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     /// The listener capacity slot; sessions keep the context (and so the slot) alive.
     _slot: ConnGuard,
+    /// Metric handles of the last request on this connection.
+    last_series: std::sync::Mutex<Option<RequestSeries>>,
+}
+
+/// The `wsgate_http_requests_total` and duration series of one route/method/status, kept per
+/// connection so that a keep-alive connection repeating a request does not look them up again.
+struct RequestSeries {
+    route: String,
+    method: &'static str,
+    status: StatusCode,
+    requests: prometheus::IntCounter,
+    /// `None` for requests that matched no route.
+    duration: Option<prometheus::Histogram>,
 }
 
 /// Serves one accepted connection until it closes (upgraded sessions run on in their own task).
@@ -43,6 +56,7 @@ pub(crate) async fn serve<IO>(
         port,
         peer,
         _slot: slot,
+        last_series: Default::default(),
     });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -256,16 +270,30 @@ fn log_request(
     start: Instant,
     endpoint: Option<&str>,
 ) {
-    let m = &ctx.shared.metrics;
-    let code = status.as_str();
-    m.http_requests
-        .with_label_values(&[route, method, code])
-        .inc();
     let elapsed = start.elapsed();
-    if !route.is_empty() {
-        m.http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    {
+        let mut last = ctx.last_series.lock().unwrap_or_else(|p| p.into_inner());
+        let series = match last.take() {
+            Some(s) if s.route == route && s.method == method && s.status == status => s,
+            _ => {
+                let m = &ctx.shared.metrics;
+                RequestSeries {
+                    route: route.to_string(),
+                    method,
+                    status,
+                    requests: m
+                        .http_requests
+                        .with_label_values(&[route, method, status.as_str()]),
+                    duration: (!route.is_empty())
+                        .then(|| m.http_duration.with_label_values(&[route])),
+                }
+            }
+        };
+        series.requests.inc();
+        if let Some(d) = &series.duration {
+            d.observe(elapsed.as_secs_f64());
+        }
+        *last = Some(series);
     }
     tracing::info!(
         target: "wsgate::access",
