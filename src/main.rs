@@ -58,6 +58,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         cache_max_bytes: args.cache_max_bytes,
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
+        affinity_key: wsgate::ir::Redacted(args.affinity_key.0.clone().into_bytes()),
     };
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {

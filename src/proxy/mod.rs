@@ -3,6 +3,7 @@
 //! One `ArcSwap<ActiveTable>` holds the routing table; each request loads it once. Swapping never
 //! touches established connections or sessions.
 
+mod affinity;
 mod cache;
 mod firewall;
 mod forward;
@@ -63,6 +64,9 @@ pub struct ProxySettings {
     /// After SIGTERM, how long listeners keep accepting while readiness is already false, so
     /// load balancers stop sending new connections first.
     pub drain_accept_delay: Duration,
+    /// `--affinity-key`: HMAC key of affinity cookie values; the same on every replica. Empty =
+    /// unkeyed (values are still opaque and stable across replicas, see `affinity.rs`).
+    pub affinity_key: crate::ir::Redacted<Vec<u8>>,
 }
 
 impl Default for ProxySettings {
@@ -76,6 +80,7 @@ impl Default for ProxySettings {
             cache_max_bytes: 256 * 1024 * 1024,
             max_connections: 0,
             drain_accept_delay: Duration::ZERO,
+            affinity_key: Default::default(),
         }
     }
 }
@@ -140,6 +145,8 @@ pub(crate) struct Shared {
     default_cert: Arc<rustls::sign::CertifiedKey>,
     /// WebSocket handshakes with backends in progress (bounded, see [`MAX_PENDING_HANDSHAKES`]).
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// Key of affinity cookie values (from `ProxySettings::affinity_key`).
+    affinity_key: ring::hmac::Key,
 }
 
 /// How often idle backend connections are checked for age and for being closed by the backend.
@@ -178,6 +185,7 @@ impl Proxy {
         };
         let (drain, _) = watch::channel(false);
         let cache_max_bytes = settings.cache_max_bytes;
+        let affinity_key = affinity::key(&settings.affinity_key.0);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(empty),
             registry,
@@ -198,6 +206,7 @@ impl Proxy {
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES)),
             tls_configs: ArcSwap::from_pointee(Default::default()),
             cache: cache::HttpCache::new(cache_max_bytes),
+            affinity_key,
             // Generating a self-signed certificate does not depend on input; failure would mean a
             // broken crypto provider, which no request could work around.
             default_cert: tls::default_certificate().expect("a self-signed default certificate"),

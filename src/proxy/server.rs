@@ -3,8 +3,8 @@
 
 use super::headers::{ClientInfo, client_ip, request_host};
 use super::listeners::ConnGuard;
-use super::pools::BoundPool;
-use super::{ProxyBody, Shared, forward, handshake, respond, websocket};
+use super::pools::{BoundPool, EndpointState};
+use super::{ProxyBody, Shared, affinity, forward, handshake, respond, websocket};
 use crate::ir::Backend;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -138,6 +138,8 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) client: IpAddr,
     /// The connection.
     pub(crate) ctx: &'a Arc<ConnCtx>,
+    /// The available endpoint the request's affinity cookie names.
+    pub(crate) pinned: Option<&'a Arc<EndpointState>>,
 }
 
 impl Forwarding<'_> {
@@ -159,6 +161,9 @@ impl Forwarding<'_> {
     /// Chooses an available endpoint by the backend's policy; `None` (counted as
     /// `no_healthy_backend`) when none is available.
     pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Option<super::pools::Lease> {
+        if let Some(ep) = self.pinned.filter(|e| e.available()) {
+            return Some(super::pools::Lease::new(ep.clone()));
+        }
         let policy = &self.backend.settings.load_balancing;
         let lease = self
             .pool
@@ -237,6 +242,8 @@ async fn phases(
         }
         return (resp, Some(route_id), None);
     }
+    let key = &ctx.shared.affinity_key;
+    let pinned = affinity::pinned(routed.backend, routed.pool, req.headers(), key);
     let f = Forwarding {
         route: &route_id,
         backend: routed.backend,
@@ -244,8 +251,9 @@ async fn phases(
         host,
         client,
         ctx,
+        pinned,
     };
-    let (resp, endpoint) = if websocket {
+    let (mut resp, endpoint) = if websocket {
         // Boxed: the handshake's large future would otherwise be part of every request's.
         Box::pin(websocket::open(
             req,
@@ -256,6 +264,14 @@ async fn phases(
     } else {
         forward::forward(req, &f).await
     };
+    affinity::issue(
+        resp.headers_mut(),
+        routed.backend,
+        routed.pool,
+        (pinned, endpoint.as_deref()),
+        (routed.route.path.path(), ctx.client.tls),
+        key,
+    );
     (resp, Some(route_id), endpoint)
 }
 
