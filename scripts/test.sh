@@ -18,6 +18,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "unit, golden, socket and CLI tests: cargo test"
 cargo test --all-targets
 
+step "Socket.IO / engine.io through wsgate with the affinity cookie (real npm clients and servers)"
+bash tests/socketio/run.sh
+
 step "Helm chart: lint, install.yaml and chart CRDs current, RBAC and security assertions"
 bash tests/chart/rbac_test.sh
 

@@ -136,6 +136,32 @@ pub struct RunArgs {
     /// Memory bound of the HTTP response cache.
     #[arg(long, env = "WSGATE_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
+    /// Secret key of affinity cookie values, the same on every replica (set it through the
+    /// environment from a Secret, not on the command line); empty = unkeyed.
+    #[arg(
+        long,
+        env = "WSGATE_AFFINITY_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub affinity_key: SecretArg,
+}
+
+/// A flag value that is a secret: `Debug` does not print it.
+#[derive(Clone, Default)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(s.to_string()))
+    }
 }
 
 impl RunArgs {

@@ -71,6 +71,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         drain_accept_delay: accept_delay,
         close_spread: args.shutdown_close_spread,
+        affinity_key: wsgate::ir::Redacted(args.affinity_key.0.clone().into_bytes()),
     };
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {

@@ -134,6 +134,28 @@ pub struct BackendSettingsSpec {
     /// HTTP response cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// Cookie-based session affinity issued by wsgate; present = on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_cookie: Option<AffinityCookieSpec>,
+}
+
+/// The affinity cookie wsgate sets and follows: requests carrying it go to the endpoint that
+/// served the client before, while that endpoint is ready and healthy.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AffinityCookieSpec {
+    /// Cookie name (default `wsgate_affinity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Max-Age` as a duration (`12h`) or seconds; default: a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// `Path` (default: the routing rule's path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `Strict`, `Lax` (default) or `None` (always sent with `Secure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
 }
 
 /// Load-balancing policy.

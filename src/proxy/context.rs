@@ -5,7 +5,7 @@ use super::access::SeriesCache;
 use super::accounting::ConnGuard;
 use super::error::ProxyError;
 use super::headers::ClientInfo;
-use super::pools::{BoundPool, Lease, hash_key};
+use super::pools::{BoundPool, EndpointState, Lease, hash_key};
 use super::state::Shared;
 use crate::ir::Backend;
 use std::net::{IpAddr, SocketAddr};
@@ -70,11 +70,16 @@ pub(crate) struct RequestCtx<'a> {
     pub(crate) client: IpAddr,
     /// The connection.
     pub(crate) conn: &'a Arc<ConnCtx>,
+    /// The available endpoint the request's affinity cookie names.
+    pub(crate) pinned: Option<&'a Arc<EndpointState>>,
 }
 
 impl RequestCtx<'_> {
     /// Chooses an available endpoint by the backend's policy.
     pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Result<Lease, ProxyError> {
+        if let Some(ep) = self.pinned.filter(|e| e.available()) {
+            return Ok(Lease::new(ep.clone()));
+        }
         let policy = &self.backend.settings.load_balancing;
         self.pool
             .pick(policy, hash_key(policy, headers, self.client))

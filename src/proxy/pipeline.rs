@@ -10,7 +10,7 @@ use super::context::{ConnCtx, RequestCtx};
 use super::error::{ProxyError, Reason};
 use super::headers::{client_ip, request_host};
 use super::table::{ActiveTable, Routed};
-use super::{ProxyBody, forward, request_id, websocket};
+use super::{ProxyBody, affinity, forward, request_id, websocket};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::IpAddr;
@@ -128,6 +128,8 @@ async fn phases(
     if let Some(fw) = routed.firewall {
         fw.check(req.method(), path, req.headers(), client, websocket)?;
     }
+    let key = &ctx.shared.affinity_key;
+    let pinned = affinity::pinned(routed.backend, routed.pool, req.headers(), key);
     let rctx = RequestCtx {
         route: &routed.route.id,
         backend: routed.backend,
@@ -135,13 +137,22 @@ async fn phases(
         host,
         client,
         conn: ctx,
+        pinned,
     };
-    let (resp, endpoint) = if websocket {
+    let (mut resp, endpoint) = if websocket {
         // Boxed: the handshake's large future would otherwise be part of every request's.
         Box::pin(websocket::open(req, &rctx, routed.sessions)).await?
     } else {
         forward::forward(req, &rctx).await?
     };
+    affinity::issue(
+        resp.headers_mut(),
+        routed.backend,
+        routed.pool,
+        (pinned, endpoint.as_deref()),
+        (routed.route.path.path(), ctx.client.tls),
+        key,
+    );
     outcome.endpoint = endpoint;
     Ok(resp)
 }

@@ -35,6 +35,8 @@ pub(crate) struct EndpointState {
     up_gauge: prometheus::IntGauge,
     /// Idle keep-alive connections to this endpoint.
     pub(crate) idle: super::upstream::IdleConns,
+    /// Its affinity cookie value, computed on first use (the key is fixed per process).
+    affinity_token: std::sync::OnceLock<Box<str>>,
 }
 
 impl EndpointState {
@@ -95,6 +97,12 @@ impl EndpointState {
         self.refresh_gauge();
     }
 
+    /// The affinity cookie value that names this endpoint.
+    pub(crate) fn affinity_token(&self, key: &ring::hmac::Key) -> &str {
+        self.affinity_token
+            .get_or_init(|| super::affinity::token(key, &self.pool, &self.label))
+    }
+
     pub(crate) fn refresh_gauge(&self) {
         self.up_gauge.set(i64::from(self.available()));
     }
@@ -104,7 +112,7 @@ impl EndpointState {
 pub(crate) struct Lease(pub(crate) Arc<EndpointState>);
 
 impl Lease {
-    fn new(ep: Arc<EndpointState>) -> Self {
+    pub(crate) fn new(ep: Arc<EndpointState>) -> Self {
         ep.active.fetch_add(1, Ordering::Relaxed);
         Lease(ep)
     }
@@ -175,6 +183,17 @@ pub(crate) struct BoundPool {
 pub(crate) type HashKey<'a> = Option<std::borrow::Cow<'a, [u8]>>;
 
 impl BoundPool {
+    /// The available endpoint whose affinity cookie value is `token`.
+    pub(crate) fn find_by_token(
+        &self,
+        token: &str,
+        key: &ring::hmac::Key,
+    ) -> Option<&Arc<EndpointState>> {
+        self.endpoints
+            .iter()
+            .find(|e| e.available() && e.affinity_token(key) == token)
+    }
+
     /// Chooses an available endpoint by `policy`, or `None` when none is available.
     pub(crate) fn pick(&self, policy: &LoadBalancing, key: HashKey<'_>) -> Option<Lease> {
         // No list is collected: this runs for every request.
@@ -303,6 +322,7 @@ impl PoolRegistry {
             ejected_until_ms: AtomicU64::new(0),
             epoch: self.epoch,
             idle: Default::default(),
+            affinity_token: Default::default(),
         };
         s.refresh_gauge();
         s

@@ -29,6 +29,9 @@ pub struct ProxySettings {
     /// over this window after the drain starts, so clients do not all reconnect at once;
     /// zero = all at once.
     pub close_spread: Duration,
+    /// `--affinity-key`: HMAC key of affinity cookie values; the same on every replica. Empty =
+    /// unkeyed (values are still opaque and stable across replicas, see `affinity.rs`).
+    pub affinity_key: crate::ir::Redacted<Vec<u8>>,
 }
 
 impl Default for ProxySettings {
@@ -43,6 +46,7 @@ impl Default for ProxySettings {
             max_connections: 0,
             drain_accept_delay: Duration::ZERO,
             close_spread: Duration::ZERO,
+            affinity_key: Default::default(),
         }
     }
 }

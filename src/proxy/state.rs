@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) default_cert: Arc<rustls::sign::CertifiedKey>,
     /// WebSocket handshakes with backends in progress (bounded, see [`MAX_PENDING_HANDSHAKES`]).
     pub(crate) handshakes: Arc<Semaphore>,
+    /// Key of affinity cookie values (from `ProxySettings::affinity_key`).
+    pub(crate) affinity_key: ring::hmac::Key,
 }
 
 impl Shared {
@@ -57,6 +59,7 @@ impl Shared {
     ) -> Self {
         let (drain, _) = watch::channel(false);
         Self {
+            affinity_key: super::affinity::key(&settings.affinity_key.0),
             table: ArcSwap::from_pointee(ActiveTable::empty()),
             registries: Registries::new(&metrics),
             health: HealthChecker::default(),

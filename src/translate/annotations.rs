@@ -170,9 +170,16 @@ pub(crate) fn settings_from(
             "cache" => apply(d, obj, &field, parse_bool(value), &mut s.cache, false),
             // Read by `firewall::from_annotations`.
             "allowed-origins" | "ip-allow" | "ip-deny" | "rate-limit" => {}
+            // Read by `affinity::from_annotations`.
+            "affinity"
+            | "affinity-cookie-name"
+            | "affinity-cookie-max-age"
+            | "affinity-cookie-path"
+            | "affinity-cookie-samesite" => {}
             _ => d.warn(obj, &field, format!("unknown annotation {key:?}; ignored")),
         }
     }
+    s.affinity = super::affinity::from_annotations(annotations, obj, diags);
     if probe_set {
         s.probe = Some(probe);
     } else if annotations

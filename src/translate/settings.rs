@@ -201,6 +201,14 @@ pub(crate) fn from_spec(
     if let Some(c) = &spec.cache {
         s.cache = c.enabled;
     }
+    if let Some(c) = &spec.affinity_cookie {
+        s.affinity = Some(super::affinity::from_spec(
+            c,
+            &f("affinityCookie"),
+            obj,
+            diags,
+        ));
+    }
     if let Some(name) = &spec.probe {
         match probes.iter().position(|p| &p.name == name) {
             Some(i) => {

@@ -58,6 +58,8 @@ run_step "render: explicit grace period" render grace200 --set controller.termin
 run_step "render: ServiceMonitor, default class, watched namespaces, publish address" \
     render extras --set metrics.serviceMonitor.enabled=true --set ingressClass.default=true \
     --set 'controller.watchNamespaces={apps,chat}' --set controller.publishAddress=ws.example.com
+run_step "render: affinity key from a Secret" render affinitykey \
+    --set controller.affinityKeySecret.name=wsgate-affinity
 run_step "lint --strict with ServiceMonitor and watched namespaces" \
     "$HELM" lint --strict charts/wsgate --kube-version 1.34.0 --set metrics.serviceMonitor.enabled=true \
     --set 'controller.watchNamespaces={apps,chat}'
@@ -314,6 +316,12 @@ _, ec = container(ext)
 check("watchNamespaces -> one --watch-namespace each", ec is not None and flag(ec["args"], "watch-namespace") == ["apps", "chat"])
 check("publishAddress replaces --publish-service",
       ec is not None and flag(ec["args"], "publish-address") == ["ws.example.com"] and flag(ec["args"], "publish-service") == [])
+_, akc = container(load(f"{WORK}/affinitykey.yaml"))
+aenv = {e["name"]: e.get("valueFrom", {}) for e in (akc or {}).get("env", [])}
+check("affinityKeySecret -> WSGATE_AFFINITY_KEY from that Secret's key (every replica the same)",
+      aenv.get("WSGATE_AFFINITY_KEY") == {"secretKeyRef": {"name": "wsgate-affinity", "key": "key"}}, aenv)
+check("no affinity key by default (no Secret needed)",
+      c is not None and all(e["name"] != "WSGATE_AFFINITY_KEY" for e in c.get("env", [])))
 ext_rules = [r for d in ext if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
 check("variants grant nothing more", grants(ext_rules) == grants(all_rules))
 
