@@ -86,6 +86,24 @@ Image reference: repository@digest, else repository:tag (tag defaults to the app
 {{- end }}
 
 {{/*
+Close spread in whole seconds: >= 0 and, when set, below the drain (sessions must all be closed
+before the drain ends).
+*/}}
+{{- define "wsgate.closeSpreadSeconds" -}}
+{{- $spread := .Values.controller.shutdownCloseSpreadSeconds | default 0 }}
+{{- if not (or (kindIs "float64" $spread) (kindIs "int64" $spread) (kindIs "int" $spread)) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds must be a whole number of seconds, got %v" $spread) }}
+{{- end }}
+{{- if or (lt (int $spread) 0) (ne (float64 $spread) (float64 (int $spread))) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds must be a whole number of seconds >= 0, got %v" $spread) }}
+{{- end }}
+{{- if and (gt (int $spread) 0) (ge (int $spread) (int (include "wsgate.drainSeconds" .))) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds (%d) must be below controller.shutdownDrainSeconds (%s)" (int $spread) (include "wsgate.drainSeconds" .)) }}
+{{- end }}
+{{- int $spread }}
+{{- end }}
+
+{{/*
 terminationGracePeriodSeconds: strictly above the drain, so the kubelet never SIGKILLs wsgate while it
 is still closing WebSocket sessions with 1001. Default: drain + 15 s (time for the last close
 handshakes, the flush of logs and the Lease release).
