@@ -4,6 +4,7 @@
 #
 #   e2e/cluster/node.sh up       start the node (deps, binaries and images must exist:
 #                                run.sh / up.sh do that), wait until it is Ready, import images
+#   e2e/cluster/node.sh runtime  only the namespace, containerd and the images (debugging)
 #   e2e/cluster/node.sh down     stop everything by PID: pods' processes, shims, components,
 #                                then mounts, cgroups, the namespace, and restore kernel tunables
 #   e2e/cluster/node.sh status   exit 0 when the apiserver answers and the node is Ready
@@ -32,6 +33,14 @@ start() {
   shift
   nohup setsid nsenter --net="/var/run/netns/$NETNS" "$@" </dev/null >"$STATE/logs/$name.log" 2>&1 &
   echo $! >"$STATE/pids/$name.pid"
+}
+
+# alive NAME: the process of pids/NAME.pid runs (and is still ours: same state dir in its args).
+alive() {
+  local f=$STATE/pids/$1.pid pid
+  [[ -f $f ]] || return 1
+  pid=$(cat "$f")
+  [[ $pid =~ ^[0-9]+$ && $(pid_cmdline "$pid") == *"$STATE"* ]]
 }
 
 # wait_for WHAT SECONDS CMD...: retry CMD every 0.5 s until it succeeds.
@@ -146,12 +155,14 @@ setup_netns() {
     ip netns add "$NETNS"
   fi
   in_ns ip link set lo up
+  # The node's own device: a bridge without ports (this kernel has no dummy driver; the CNI
+  # bridge plugin needs the bridge driver anyway).
   if ! in_ns ip link show node0 >/dev/null 2>&1; then
-    in_ns ip link add node0 type dummy
+    in_ns ip link add node0 type bridge
   fi
   in_ns ip addr replace "$NODE_IP/16" dev node0
   in_ns ip link set node0 up
-  # A default route inside the namespace, to the dummy device: nothing can leave it.
+  # A default route inside the namespace, to that portless bridge: nothing can leave it.
   in_ns ip route replace default dev node0
   in_ns sysctl -qw net.ipv4.ip_forward=1
 }
@@ -180,11 +191,26 @@ import_images() {
   local name file
   while read -r name file; do
     [[ -f $file ]] || die "image archive $file is missing (run e2e/cluster/images.sh)"
-    if ! ctr_ images ls -q | grep -qxF "$name"; then
-      ctr_ images import --no-unpack=false "$file" >/dev/null
+    # (grep -q on a pipe would make ctr die of SIGPIPE under pipefail: list first.)
+    if ! grep -qxF "$name" <<<"$(ctr_ images ls -q)"; then
+      ctr_ images import "$file" >/dev/null
     fi
-    ctr_ images ls -q | grep -qxF "$name" || die "importing $file did not produce image $name"
+    grep -qxF "$name" <<<"$(ctr_ images ls -q)" || die "importing $file did not produce image $name"
   done < <("$CLUSTER_HERE/images.sh" --list)
+}
+
+# The namespace, containerd and the images: the part of `up` below Kubernetes.
+cmd_runtime() {
+  mkdir -p "$STATE"
+  write_configs
+  setup_netns
+  setup_cgroups
+  save_tunables
+  if ! alive containerd; then
+    start containerd containerd --config "$CTRD/config.toml"
+  fi
+  wait_for "containerd" 60 ctr_ version || { tail -20 "$STATE/logs/containerd.log" >&2; die "containerd did not start"; }
+  import_images
 }
 
 cmd_up() {
@@ -194,15 +220,7 @@ cmd_up() {
     return 0
   fi
   local t0=$SECONDS
-  mkdir -p "$STATE"
-  write_configs
-  setup_netns
-  setup_cgroups
-  save_tunables
-
-  start containerd containerd --config "$CTRD/config.toml"
-  wait_for "containerd" 60 ctr_ version || { tail -20 "$STATE/logs/containerd.log" >&2; die "containerd did not start"; }
-  import_images
+  cmd_runtime
 
   start apiserver "$KUBEBIN" --dir "$KUBE" --node-ip "$NODE_IP" --service-cidr "$SERVICE_CIDR" --port 6443
   wait_for "kube-apiserver" 180 test -f "$KUBE/ready" || { tail -20 "$STATE/logs/apiserver.log" >&2; die "kube-apiserver did not start"; }
@@ -324,10 +342,11 @@ cmd_down() {
 
 case ${1:-} in
 up) cmd_up ;;
+runtime) cmd_runtime ;;
 down) cmd_down ;;
 status) cmd_status ;;
 *)
-  sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
   ;;
 esac

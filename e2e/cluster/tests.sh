@@ -184,6 +184,12 @@ pdb_sample_stop() {
   rm -f "$WORK/pdb.stop"
 }
 
+two_wsgate_pods() {
+  local pods
+  pods=$(kc -n "$NS" get pods -l app.kubernetes.io/name=wsgate -o name)
+  [[ $(wc -l <<<"$pods") == 2 ]]
+}
+
 # rollout NAME HELM-ARGS...: 200 sessions held through `helm upgrade` + rollout, then checked.
 rollout() {
   local name=$1
@@ -204,7 +210,7 @@ rollout() {
     fail "$name: rollout complete"
   fi
   # Old pods drain after the rollout reports complete: wait until only 2 wsgate pods are left.
-  wait_until 120 bash -c "[[ \$(nsenter --net=/var/run/netns/$NETNS $KUBECTL --kubeconfig $KUBE/kubeconfig -n $NS get pods -l app.kubernetes.io/name=wsgate -o name | wc -l) == 2 ]]"
+  wait_until 120 two_wsgate_pods
   figure "$name: rollout incl. drain of the old pods: $((SECONDS - t)) s"
   sleep 3 # reconnects of the last closed sessions
   pdb_sample_stop
@@ -240,7 +246,7 @@ rollout() {
   eval "PEAK_$name=$peak"
 }
 
-if grep -q -- '--shutdown-close-spread' "$REPO/src/cli.rs" 2>/dev/null; then
+if grep -rqE 'shutdown[-_]close[-_]spread' "$REPO/src" 2>/dev/null; then
   # The first upgrade turns the spread on for the NEW pods; the old pods drain without it.
   rollout rollout_nospread --set controller.shutdownCloseSpreadSeconds=10
   rollout rollout_spread --set podAnnotations.e2e-rollout=2
@@ -258,7 +264,9 @@ if hold_start kill 60; then
   vpid=$(container_pid "$NS" "$victim")
   if [[ -n $vpid ]]; then
     kill -KILL "$vpid"
-    sleep 8
+    # The kubelet sees the dead container within ~1 s (PLEG), the endpoint goes, and the
+    # container is restarted; cut clients retry every 100 ms meanwhile.
+    sleep 15
     hold_stop kill
     f=$WORK/kill.json
     figure "wsgate pod SIGKILLed: closes $(jq_ "$f" 'json.dumps(d["closes"])'), reconnects $(jq_ "$f" 'd["reconnects"]'), handshake statuses $(jq_ "$f" 'json.dumps(d["handshake_status"])'), connect errors $(jq_ "$f" 'd["connect_errors"]')"
@@ -283,6 +291,10 @@ kc -n "$NS" rollout status deployment/wsgate --timeout=120s >/dev/null 2>&1
 pod_upgrades() { # POD-IP -> upgrades the echo backend has accepted
   in_ns curl -sf --max-time 3 "http://$1:8080/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["upgrades"])'
 }
+endpoint_not_ready() { # IP
+  grep -qx "$1 false" <<<"$(kc -n e2e-apps get endpointslices -l kubernetes.io/service-name=echo \
+    -o 'jsonpath={range .items[*].endpoints[*]}{.addresses[0]} {.conditions.ready}{"\n"}{end}')"
+}
 app_pod_deleted() {
   local a aip others before_a sum_before sum_after ip
   read -r a aip < <(kc -n e2e-apps get pods -l app=echo -o 'jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}' | head -1)
@@ -291,7 +303,7 @@ app_pod_deleted() {
   local t=$SECONDS
   # The endpoint turns not-ready at once (the pod is terminating); the process lives on (PID 1
   # without a SIGTERM handler) until the grace period ends.
-  wait_until 30 bash -c "nsenter --net=/var/run/netns/$NETNS $KUBECTL --kubeconfig $KUBE/kubeconfig -n e2e-apps get endpointslices -l kubernetes.io/service-name=echo -o jsonpath='{range .items[*].endpoints[*]}{.addresses[0]} {.conditions.ready}{\"\\n\"}{end}' | grep -qx '$aip false'" ||
+  wait_until 30 endpoint_not_ready "$aip" ||
     { echo "endpoint $aip did not turn not-ready"; return 1; }
   sleep 1
   echo "endpoint of $a ($aip) not ready after $((SECONDS - t)) s"
