@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the cluster suite needs, idempotently: Debian packages (containerd, runc,
-# CNI plugins, iptables, buildah, debootstrap, prometheus), kubectl if missing (built from
-# the pinned Kubernetes release's module), helm (scripts/helm.sh), and the kube binary.
+# CNI plugins, iptables, buildah, debootstrap), and helm (scripts/helm.sh); the kube binary,
+# kubectl and Prometheus are built by build.sh.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PKGS=(containerd runc containernetworking-plugins iptables buildah debootstrap prometheus
+PKGS=(containerd runc containernetworking-plugins iptables buildah debootstrap openssl
   iproute2 util-linux ca-certificates curl)
 
 missing=()
@@ -19,17 +19,10 @@ if ((${#missing[@]})); then
   # policy-rc.d or not, nothing here should start as a system service: the suite runs its own.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for b in containerd ctr runc buildah debootstrap prometheus iptables nsenter; do
+for b in containerd ctr runc buildah debootstrap iptables nsenter openssl; do
   command -v "$b" >/dev/null || die "$b is not on PATH after installing packages"
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] ||
   die "CNI plugins missing in /usr/lib/cni"
 
-# A Debian-installed prometheus may have been started as a service by the package; the suite
-# runs its own instance inside the namespace and never touches that one.
-
 bash "$REPO/scripts/helm.sh" >/dev/null
-bash "$REPO/e2e/apiserver.sh" build
-if ! command -v kubectl >/dev/null; then
-  die "kubectl is not installed (see e2e/README.md)"
-fi

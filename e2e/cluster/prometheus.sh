@@ -34,7 +34,7 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
       - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
 YAML
-  nohup setsid nsenter --net="/var/run/netns/$NETNS" prometheus --config.file="$PROM/prometheus.yml" \
+  nohup setsid nsenter --net="/var/run/netns/$NETNS" "$REPO/e2e/.bin/prometheus" --config.file="$PROM/prometheus.yml" \
     --storage.tsdb.path="$PROM/data" --web.listen-address="$PROM_ADDR" \
     --storage.tsdb.retention.time=1d </dev/null >"$STATE/logs/prometheus.log" 2>&1 &
   echo $! >"$STATE/pids/prometheus.pid"

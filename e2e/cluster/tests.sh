@@ -48,8 +48,11 @@ helm_() { in_ns env KUBECONFIG="$KUBE/kubeconfig" HELM_CACHE_HOME="$STATE/helm/c
   HELM_CONFIG_HOME="$STATE/helm/config" HELM_DATA_HOME="$STATE/helm/data" "$HELM" "$@"; }
 probe() { in_ns "$PROBE" "$@"; }
 promq() { # PromQL -> JSON result array
-  in_ns curl -sf --max-time 10 -G "$PROM/api/v1/query" --data-urlencode "query=$1" |
-    python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["data"]["result"]))'
+  local body
+  body=$(in_ns curl -sf --max-time 10 -G "$PROM/api/v1/query" --data-urlencode "query=$1") || body=
+  python3 -c 'import json,sys
+try: print(json.dumps(json.loads(sys.argv[1])["data"]["result"]))
+except ValueError: print("[]")' "$body"
 }
 prom_value() { # PromQL -> the first sample's value, or 0
   promq "$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[0]["value"][1] if r else 0)'
@@ -166,7 +169,7 @@ hold_stop() {
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
-jq_() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+jq_() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)" 2>/dev/null || echo "?"; }
 
 # PDB sampler: every 0.5 s, ready wsgate pods that are not terminating vs the PDB's desiredHealthy.
 pdb_sample_start() {

@@ -196,7 +196,7 @@ func hold(args []string) error {
 	n := fs.Int("sessions", 200, "sessions to keep open")
 	interval := fs.Duration("interval", time.Second, "time between messages of one session")
 	stopFile := fs.String("stop-file", "", "stop when this file exists")
-	readyFile := fs.String("ready-file", "", "created once every session has opened")
+	readyFile := fs.String("ready-file", "", "created once every session has opened (never, if one cannot)")
 	maxDur := fs.Duration("max-duration", 5*time.Minute, "stop after this long in any case")
 	reconnectTimeout := fs.Duration("reconnect-timeout", 60*time.Second, "give up reconnecting one session after this long")
 	out := fs.String("out", "", "write the counters here as JSON (default stdout)")
@@ -257,9 +257,7 @@ func session(id int, d *websocket.Dialer, h http.Header, url string, interval, r
 	for {
 		c := dialRetry(d, h, url, reconnectTimeout, st, stop)
 		if c == nil {
-			if first {
-				opened.Done()
-			}
+			// A session that never opened leaves -ready-file unwritten.
 			select {
 			case <-stop:
 			default:
