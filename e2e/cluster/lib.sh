@@ -42,4 +42,4 @@ die() {
 in_ns() { nsenter --net="/var/run/netns/$NETNS" "$@"; }
 
 # Command line of a pid, or nothing.
-pid_cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+pid_cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true; }

@@ -324,8 +324,29 @@ restore_tunables() {
   rm -f "$STATE/tunables.saved"
 }
 
+# Pod network namespaces (/var/run/netns/cni-*) of this containerd's sandboxes, from their specs.
+pod_netns() {
+  local id
+  for id in $(ctr_ containers ls -q 2>/dev/null); do
+    ctr_ containers info "$id" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    spec = json.load(sys.stdin).get("Spec") or {}
+except ValueError:
+    sys.exit(0)
+for ns in (spec.get("linux") or {}).get("namespaces") or []:
+    if ns.get("type") == "network" and (ns.get("path") or "").startswith("/var/run/netns/cni-"):
+        print(ns["path"])'
+  done | sort -u
+}
+
 cmd_down() {
   [[ -d $STATE ]] || { [[ -e /var/run/netns/$NETNS ]] && ip netns del "$NETNS"; return 0; }
+  # Remember the pods' namespaces while containerd can still say which are ours.
+  local netns_list=()
+  if alive containerd; then
+    mapfile -t netns_list < <(pod_netns)
+  fi
   # The kubelet first, so it does not restart what is being killed.
   kill_pidfile kubelet
   kill_pod_processes
@@ -339,6 +360,10 @@ cmd_down() {
   done
   unmount_state
   remove_cgroups
+  local ns
+  for ns in "${netns_list[@]}"; do
+    [[ -e $ns ]] && ip netns del "$(basename "$ns")" 2>/dev/null
+  done
   [[ -e /var/run/netns/$NETNS ]] && ip netns del "$NETNS"
   restore_tunables
   log "node down"

@@ -205,8 +205,12 @@ rollout() {
   ok "$name: 200 sessions open through the Service before the rollout"
   pdb_sample_start
   local t=$SECONDS
-  helm_ upgrade wsgate "$REPO/charts/wsgate" --namespace "$NS" --reuse-values "$@" >"$WORK/$name.helm" 2>&1 ||
-    fail "$name: helm upgrade" "$(tail -5 "$WORK/$name.helm")"
+  if ! helm_ upgrade wsgate "$REPO/charts/wsgate" --namespace "$NS" --reuse-values "$@" >"$WORK/$name.helm" 2>&1; then
+    fail "$name: helm upgrade $*" "$(tail -c 600 "$WORK/$name.helm")"
+    pdb_sample_stop
+    hold_stop "$name"
+    return
+  fi
   if kc -n "$NS" rollout status deployment/wsgate --timeout=300s >/dev/null 2>&1; then
     ok "$name: rollout complete"
   else
@@ -252,12 +256,12 @@ rollout() {
 if grep -rqE 'shutdown[-_]close[-_]spread' "$REPO/src" 2>/dev/null; then
   # The first upgrade turns the spread on for the NEW pods; the old pods drain without it.
   rollout rollout_nospread --set controller.shutdownCloseSpreadSeconds=10
-  rollout rollout_spread --set podAnnotations.e2e-rollout=2
+  rollout rollout_spread --set-string podAnnotations.e2e-rollout=2
   figure "reconnect peak per second: without spread ${PEAK_rollout_nospread:-?}, with a 10 s spread ${PEAK_rollout_spread:-?}"
   [[ ${PEAK_rollout_spread:-999} -lt ${PEAK_rollout_nospread:-0} ]] &&
     ok "the close spread lowers the reconnect peak" || fail "the close spread lowers the reconnect peak"
 else
-  rollout rollout_nospread --set podAnnotations.e2e-rollout=1
+  rollout rollout_nospread --set-string podAnnotations.e2e-rollout=1
   echo "skip - rollout with --shutdown-close-spread: the flag is not in this wsgate yet"
 fi
 
