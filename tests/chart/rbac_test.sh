@@ -76,9 +76,11 @@ run_step "render: Grafana dashboard ConfigMap" render dashboard --set grafanaDas
 run_step "lint --strict with the Grafana dashboard and a close spread" \
     "$HELM" lint --strict charts/wsgate --kube-version 1.34.0 --set grafanaDashboard.enabled=true \
     --set controller.shutdownCloseSpreadSeconds=10
-run_step "close spread not below the drain is rejected" \
-    render_fails "must be below controller.shutdownDrainSeconds" \
-    --set controller.shutdownDrainSeconds=20 --set controller.shutdownCloseSpreadSeconds=20
+run_step "close spread that does not fit in the drain after the accept delay is rejected (25 + 5 >= 30)" \
+    render_fails "does not fit in controller.shutdownDrainSeconds" \
+    --set controller.shutdownDrainSeconds=30 --set controller.shutdownCloseSpreadSeconds=25
+run_step "render: the largest close spread that fits a 30 s drain (24 s)" render spread24 \
+    --set controller.shutdownCloseSpreadSeconds=24
 run_step "fractional close spread is rejected" \
     render_fails "whole number of seconds" --set controller.shutdownCloseSpreadSeconds=1.5
 run_step "grace period not above the drain is rejected" \

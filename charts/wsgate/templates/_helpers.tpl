@@ -86,8 +86,8 @@ Image reference: repository@digest, else repository:tag (tag defaults to the app
 {{- end }}
 
 {{/*
-Close spread in whole seconds: >= 0 and, when set, below the drain (sessions must all be closed
-before the drain ends).
+Close spread in whole seconds: >= 0 and, when set, it must fit in the drain after wsgate's accept
+delay (min(drain / 6, 5 s)), as `wsgate run` checks at start (it refuses to start otherwise).
 */}}
 {{- define "wsgate.closeSpreadSeconds" -}}
 {{- $spread := .Values.controller.shutdownCloseSpreadSeconds | default 0 }}
@@ -97,8 +97,10 @@ before the drain ends).
 {{- if or (lt (int $spread) 0) (ne (float64 $spread) (float64 (int $spread))) }}
 {{- fail (printf "controller.shutdownCloseSpreadSeconds must be a whole number of seconds >= 0, got %v" $spread) }}
 {{- end }}
-{{- if and (gt (int $spread) 0) (ge (int $spread) (int (include "wsgate.drainSeconds" .))) }}
-{{- fail (printf "controller.shutdownCloseSpreadSeconds (%d) must be below controller.shutdownDrainSeconds (%s)" (int $spread) (include "wsgate.drainSeconds" .)) }}
+{{- $drain := int (include "wsgate.drainSeconds" .) }}
+{{- $accept := minf (divf $drain 6) 5 }}
+{{- if and (gt (int $spread) 0) (ge (addf $spread $accept) (float64 $drain)) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds (%d) does not fit in controller.shutdownDrainSeconds (%d): spread + min(drain/6, 5) must be below the drain" (int $spread) $drain) }}
 {{- end }}
 {{- int $spread }}
 {{- end }}
