@@ -58,6 +58,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         cache_max_bytes: args.cache_max_bytes,
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
+        allow_underscore_headers: args.allow_underscore_headers,
+        max_ejection_percent: args.max_ejection_percent,
     };
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {

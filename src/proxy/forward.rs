@@ -259,7 +259,7 @@ async fn upstream(
     };
     let resp = match upstream::send(&ex, &parts, body).await {
         Ok(Reply::Response(head, body)) => {
-            lease.0.answered(head.status);
+            lease.answered(head.status);
             relay(head, body)
         }
         // `send` refuses a 101 to a request that did not ask for it.

@@ -3,6 +3,7 @@
 //! One `ArcSwap<ActiveTable>` holds the routing table; each request loads it once. Swapping never
 //! touches established connections or sessions.
 
+mod admit;
 mod cache;
 mod firewall;
 mod forward;
@@ -18,6 +19,7 @@ mod tls;
 mod tunnel;
 mod upstream;
 mod websocket;
+pub mod wire;
 
 pub use handshake::{GateError, accept_key, check_client};
 pub use listeners::BindError;
@@ -63,6 +65,11 @@ pub struct ProxySettings {
     /// After SIGTERM, how long listeners keep accepting while readiness is already false, so
     /// load balancers stop sending new connections first.
     pub drain_accept_delay: Duration,
+    /// `--allow-underscore-headers`: forward header names containing `_` (dropped by default).
+    pub allow_underscore_headers: bool,
+    /// `--max-ejection-percent`: the largest share of a pool's endpoints passive health may
+    /// eject at once (at least one endpoint always stays).
+    pub max_ejection_percent: u8,
 }
 
 impl Default for ProxySettings {
@@ -76,6 +83,8 @@ impl Default for ProxySettings {
             cache_max_bytes: 256 * 1024 * 1024,
             max_connections: 0,
             drain_accept_delay: Duration::ZERO,
+            allow_underscore_headers: false,
+            max_ejection_percent: 50,
         }
     }
 }
@@ -169,7 +178,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with an empty table and no listeners yet.
     pub fn new(settings: ProxySettings, metrics: Metrics) -> Self {
-        let registry = PoolRegistry::new(metrics.backend_up.clone());
+        let registry = PoolRegistry::new(metrics.backend_up.clone(), settings.max_ejection_percent);
         let empty = ActiveTable {
             ir: Arc::new(RouteTable::default()),
             pools: Vec::new(),
@@ -326,7 +335,11 @@ impl Proxy {
     /// accepting, every WebSocket session gets close 1001 and HTTP connections finish their
     /// in-flight request. Returns once nothing is open or `deadline` (counted from the call) passed.
     pub async fn drain(&self, deadline: Duration) {
-        let until = tokio::time::Instant::now() + deadline;
+        let now = tokio::time::Instant::now();
+        // Saturates: a drain longer than the clock can represent simply never ends early.
+        let until = now
+            .checked_add(deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         self.shared.stopping.store(true, Ordering::SeqCst);
         tokio::time::sleep(self.shared.settings.drain_accept_delay.min(deadline / 2)).await;
         self.listeners.close_all().await;

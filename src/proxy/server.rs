@@ -4,7 +4,7 @@
 use super::headers::{ClientInfo, client_ip, request_host};
 use super::listeners::ConnGuard;
 use super::pools::BoundPool;
-use super::{ProxyBody, Shared, forward, handshake, respond, websocket};
+use super::{ProxyBody, Shared, admit, forward, handshake, respond, websocket};
 use crate::ir::Backend;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -65,7 +65,7 @@ pub(crate) async fn serve<IO>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.header_timeout)
+        .header_read_timeout(shared.settings.header_timeout.min(crate::ir::Timeout::MAX))
         .max_buf_size(shared.settings.max_header_bytes.max(8192))
         .keep_alive(true);
     let conn = builder
@@ -138,6 +138,8 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) client: IpAddr,
     /// The connection.
     pub(crate) ctx: &'a Arc<ConnCtx>,
+    /// Identifies the request for passive health (method + normalised path).
+    pub(crate) request: u64,
 }
 
 impl Forwarding<'_> {
@@ -160,9 +162,11 @@ impl Forwarding<'_> {
     /// `no_healthy_backend`) when none is available.
     pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Option<super::pools::Lease> {
         let policy = &self.backend.settings.load_balancing;
-        let lease = self
-            .pool
-            .pick(policy, super::pools::hash_key(policy, headers, self.client));
+        let lease = self.pool.pick(
+            policy,
+            super::pools::hash_key(policy, headers, self.client),
+            self.request,
+        );
         if lease.is_none() {
             self.ctx
                 .shared
@@ -175,18 +179,26 @@ impl Forwarding<'_> {
     }
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
+async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = method_label(req.method());
-    let host = request_host(req.headers(), req.uri());
-    let path = req.uri().path().to_string();
-    let (resp, route, endpoint) = phases(req, &ctx, &host, &path).await;
+    let admitted = match admit::admit(&mut req, &ctx) {
+        Ok(a) => a,
+        Err(resp) => {
+            let host = request_host(req.headers(), req.uri());
+            let path = req.uri().path();
+            log_request(&ctx, "", method, &host, path, resp.status(), start, None);
+            return resp;
+        }
+    };
+    let (host, path) = (&admitted.host, &admitted.matching);
+    let (resp, route, endpoint) = phases(req, &ctx, &admitted).await;
     log_request(
         &ctx,
         route.as_deref().unwrap_or(""),
         method,
-        &host,
-        &path,
+        host,
+        path,
         resp.status(),
         start,
         endpoint.as_deref(),
@@ -197,11 +209,11 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
 /// The fixed phases of a request: limits -> route -> firewall -> forward (cache inside) or open a
 /// WebSocket session. Returns the response, the route id and the endpoint used.
 async fn phases(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
-    host: &str,
-    path: &str,
+    admitted: &admit::Admitted,
 ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<String>) {
+    let (host, path) = (admitted.host.as_str(), admitted.matching.as_str());
     let max_head = ctx.shared.settings.max_header_bytes;
     let head_bytes = head_size(&req);
     if head_bytes > max_head {
@@ -215,6 +227,7 @@ async fn phases(
         return (respond::text(StatusCode::NOT_FOUND, &message), None, None);
     };
     let route_id = routed.route.id.clone();
+    admit::apply_path(&mut req, admitted, routed.route.forward_original_path);
     let client = client_ip(
         ctx.client.peer,
         req.headers(),
@@ -244,6 +257,7 @@ async fn phases(
         host,
         client,
         ctx,
+        request: admitted.key,
     };
     let (resp, endpoint) = if websocket {
         // Boxed: the handshake's large future would otherwise be part of every request's.
