@@ -22,15 +22,30 @@ pub(crate) struct Admitted {
     pub(crate) key: u64,
 }
 
-/// Checks and adjusts a request head; the error is the response to send (the connection closes).
-pub(crate) fn admit<B>(
-    req: &mut Request<B>,
-    ctx: &ConnCtx,
-) -> Result<Admitted, Response<ProxyBody>> {
+/// A refused request head: the status and the reason the client is told.
+pub(crate) struct Refused {
+    status: http::StatusCode,
+    message: String,
+}
+
+impl Refused {
+    /// The response (the connection closes after it: the framing may not be trusted).
+    pub(crate) fn response(&self) -> Response<ProxyBody> {
+        respond::text_and_close(self.status, &self.message)
+    }
+}
+
+/// Checks and adjusts a request head.
+pub(crate) fn admit<B>(req: &mut Request<B>, ctx: &ConnCtx) -> Result<Admitted, Refused> {
     let checked = request::check(req.method(), req.uri(), req.version(), req.headers());
     let head = match checked {
         Ok(h) => h,
-        Err(e) => return Err(respond::text_and_close(e.status(), &e.to_string())),
+        Err(e) => {
+            return Err(Refused {
+                status: e.status(),
+                message: e.to_string(),
+            });
+        }
     };
     let host = head.host;
     let rewrite = head.rewrite_host;
@@ -45,10 +60,10 @@ pub(crate) fn admit<B>(
         match http::uri::PathAndQuery::try_from(pq) {
             Ok(pq) => Some(pq),
             Err(_) => {
-                return Err(respond::text_and_close(
-                    http::StatusCode::BAD_REQUEST,
-                    "invalid request target",
-                ));
+                return Err(Refused {
+                    status: http::StatusCode::BAD_REQUEST,
+                    message: "invalid request target".into(),
+                });
             }
         }
     } else {

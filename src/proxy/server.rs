@@ -184,7 +184,8 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<Proxy
     let method = method_label(req.method());
     let admitted = match admit::admit(&mut req, &ctx) {
         Ok(a) => a,
-        Err(resp) => {
+        Err(refused) => {
+            let resp = refused.response();
             let host = request_host(req.headers(), req.uri());
             let path = req.uri().path();
             log_request(&ctx, "", method, &host, path, resp.status(), start, None);
