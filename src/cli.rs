@@ -51,8 +51,10 @@ pub enum LogFormat {
     Text,
 }
 
+/// A duration flag, bounded like every configured duration (30 days), so no timer arithmetic
+/// on it can overflow.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{e}; expected e.g. 30s, 5m"))
+    crate::ir::parse_bounded(s)
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -136,6 +138,14 @@ pub struct RunArgs {
     /// Memory bound of the HTTP response cache.
     #[arg(long, env = "WSGATE_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
+    /// Forward request header names containing `_` (by default they are dropped, as nginx does).
+    #[arg(long, env = "WSGATE_ALLOW_UNDERSCORE_HEADERS")]
+    pub allow_underscore_headers: bool,
+    /// Largest share of a pool's endpoints passive health may eject at once, in percent (at
+    /// least one endpoint always stays).
+    #[arg(long, env = "WSGATE_MAX_EJECTION_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_ejection_percent: u8,
     /// Secret key of affinity cookie values, the same on every replica (set it through the
     /// environment from a Secret, not on the command line); empty = unkeyed.
     #[arg(

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod ir;
 pub mod metrics;
 pub mod proxy;

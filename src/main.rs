@@ -72,6 +72,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_accept_delay: accept_delay,
         close_spread: args.shutdown_close_spread,
         affinity_key: wsgate::ir::Redacted(args.affinity_key.0.clone().into_bytes()),
+        allow_underscore_headers: args.allow_underscore_headers,
+        max_ejection_percent: args.max_ejection_percent,
     };
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {

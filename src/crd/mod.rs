@@ -355,6 +355,11 @@ pub struct RoutingRule {
     /// Name of backend settings; defaults apply when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_settings: Option<String>,
+    /// `Normalize` (default: the backend receives the normalised path) or `KeepOriginal` (the
+    /// backend receives the path as the client sent it; matching and the firewall still use the
+    /// normalised path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_normalization: Option<String>,
 }
 
 /// A path and how it matches.

@@ -6,7 +6,7 @@ mod matching;
 mod timeout;
 
 pub use matching::{HostMatch, PathMatch};
-pub use timeout::Timeout;
+pub use timeout::{Timeout, parse_bounded};
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -96,6 +96,11 @@ pub struct Route {
     pub backend: usize,
     /// Index into [`RouteTable::firewalls`], if the route has one.
     pub firewall: Option<usize>,
+    /// Forward the request path as the client sent it instead of the normalised one (matching
+    /// still uses the normalised path): annotation `path-normalization: keep-original`, Gateway
+    /// `routingRules[].pathNormalization: KeepOriginal`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forward_original_path: bool,
 }
 
 /// A backend pool with its resolved endpoints and the settings that govern traffic to it.

@@ -72,17 +72,19 @@ pub(crate) struct RequestCtx<'a> {
     pub(crate) conn: &'a Arc<ConnCtx>,
     /// The available endpoint the request's affinity cookie names.
     pub(crate) pinned: Option<&'a Arc<EndpointState>>,
+    /// Identifies the request for passive health (method + normalised path).
+    pub(crate) request: u64,
 }
 
 impl RequestCtx<'_> {
     /// Chooses an available endpoint by the backend's policy.
     pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Result<Lease, ProxyError> {
         if let Some(ep) = self.pinned.filter(|e| e.available()) {
-            return Ok(Lease::new(ep.clone()));
+            return Ok(Lease::new(ep.clone(), self.request));
         }
         let policy = &self.backend.settings.load_balancing;
         self.pool
-            .pick(policy, hash_key(policy, headers, self.client))
+            .pick(policy, hash_key(policy, headers, self.client), self.request)
             .ok_or_else(ProxyError::no_endpoints)
     }
 }

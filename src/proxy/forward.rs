@@ -180,7 +180,7 @@ async fn upstream(
     };
     match upstream::send(&ex, &parts, body).await {
         Ok(Reply::Response(head, body)) => {
-            lease.0.answered(head.status);
+            lease.answered(head.status);
             Ok((rewrite::response(head, body), Some(endpoint.clone())))
         }
         // `send` refuses a 101 to a request that did not ask for it.

@@ -9,13 +9,14 @@
 //! | request | `pipeline` (phases + the one error rescue), `forward` (HTTP, cache), `websocket/` |
 //! | exchange | `upstream/` (HTTP/1.1 to backends), `rewrite` (heads across the proxy) |
 //! | state | `state` (what connections share), `table` (the compile step), `context`, `access` |
-//! | leaves | `error`, `respond`, `accounting`, `registry`, `settings`, `request_id`, `affinity`, `headers`, `pools`, `firewall`, `health`, `cache`, `tls` |
+//! | leaves | `error`, `respond`, `accounting`, `registry`, `settings`, `request_id`, `admit`, `wire`, `affinity`, `headers`, `pools`, `firewall`, `health`, `cache`, `tls` |
 //!
 //! One `ArcSwap<ActiveTable>` holds the compiled table; each request loads it once. Swapping
 //! never touches established connections or sessions.
 
 mod access;
 mod accounting;
+mod admit;
 mod affinity;
 mod cache;
 mod context;
@@ -38,6 +39,7 @@ mod table;
 mod tls;
 mod upstream;
 mod websocket;
+pub mod wire;
 
 pub use settings::ProxySettings;
 pub use state::MAX_PENDING_HANDSHAKES;

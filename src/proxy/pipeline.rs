@@ -3,9 +3,11 @@
 //! method, target and headers, so an HTTP/2 stream enters the same pipeline as an HTTP/1.1
 //! request.
 //!
-//! head limits -> route -> firewall (+ rate limit) -> WebSocket session or forward (cache inside)
+//! admit (RFC 9112 rules, path normalisation, identity headers) -> head limits -> route ->
+//! firewall (+ rate limit) -> WebSocket session or forward (cache inside)
 
 use super::access::{self, Entry, method_label};
+use super::admit::{self, Admitted};
 use super::context::{ConnCtx, RequestCtx};
 use super::error::{ProxyError, Reason};
 use super::headers::{client_ip, request_host};
@@ -28,12 +30,20 @@ struct Outcome {
 pub(crate) async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = method_label(req.method());
-    let host = request_host(req.headers(), req.uri());
-    let path = req.uri().path().to_string();
     let trusted = is_trusted(&ctx, ctx.client.peer);
     let request_id = request_id::ensure(req.headers_mut(), trusted);
     let mut outcome = Outcome::default();
-    let (resp, reason) = match phases(req, &ctx, &host, &path, &mut outcome).await {
+    let (host, path, result) = match admit::admit(&mut req, &ctx) {
+        Ok(admitted) => {
+            let result = phases(req, &ctx, &admitted, &mut outcome).await;
+            (admitted.host, admitted.matching, result)
+        }
+        Err(e) => {
+            let host = request_host(req.headers(), req.uri());
+            (host, req.uri().path().to_string(), Err(e))
+        }
+    };
+    let (resp, reason) = match result {
         Ok(resp) => (resp, None),
         Err(e) => {
             let reason = e.reason.label();
@@ -109,12 +119,12 @@ fn rescue(
 
 /// The fixed phases. Returns the response of the backend (or the cache, or the 101).
 async fn phases(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
-    host: &str,
-    path: &str,
+    admitted: &Admitted,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let (host, path) = (admitted.host.as_str(), admitted.matching.as_str());
     check_head(&req, ctx)?;
     let table = ctx.shared.table.load_full();
     let routed = route(&table, ctx, host, path)?;
@@ -128,6 +138,7 @@ async fn phases(
     if let Some(fw) = routed.firewall {
         fw.check(req.method(), path, req.headers(), client, websocket)?;
     }
+    admit::apply_path(&mut req, admitted, routed.route.forward_original_path);
     let key = &ctx.shared.affinity_key;
     let pinned = affinity::pinned(routed.backend, routed.pool, req.headers(), key);
     let rctx = RequestCtx {
@@ -138,6 +149,7 @@ async fn phases(
         client,
         conn: ctx,
         pinned,
+        request: admitted.key,
     };
     let (mut resp, endpoint) = if websocket {
         // Boxed: the handshake's large future would otherwise be part of every request's.

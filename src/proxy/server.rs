@@ -43,7 +43,7 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.header_timeout)
+        .header_read_timeout(shared.settings.header_timeout.min(crate::ir::Timeout::MAX))
         .max_buf_size(shared.settings.max_header_bytes.max(8192))
         .keep_alive(true);
     let conn = builder

@@ -32,6 +32,11 @@ pub struct ProxySettings {
     /// `--affinity-key`: HMAC key of affinity cookie values; the same on every replica. Empty =
     /// unkeyed (values are still opaque and stable across replicas, see `affinity.rs`).
     pub affinity_key: crate::ir::Redacted<Vec<u8>>,
+    /// `--allow-underscore-headers`: forward header names containing `_` (dropped by default).
+    pub allow_underscore_headers: bool,
+    /// `--max-ejection-percent`: the largest share of a pool's endpoints passive health may
+    /// eject at once (at least one endpoint always stays).
+    pub max_ejection_percent: u8,
 }
 
 impl Default for ProxySettings {
@@ -47,6 +52,8 @@ impl Default for ProxySettings {
             drain_accept_delay: Duration::ZERO,
             close_spread: Duration::ZERO,
             affinity_key: Default::default(),
+            allow_underscore_headers: false,
+            max_ejection_percent: 50,
         }
     }
 }

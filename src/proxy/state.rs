@@ -61,7 +61,7 @@ impl Shared {
         Self {
             affinity_key: super::affinity::key(&settings.affinity_key.0),
             table: ArcSwap::from_pointee(ActiveTable::empty()),
-            registries: Registries::new(&metrics),
+            registries: Registries::new(&metrics, settings.max_ejection_percent),
             health: HealthChecker::default(),
             cache: HttpCache::new(settings.cache_max_bytes),
             metrics,

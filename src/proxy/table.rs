@@ -35,9 +35,9 @@ pub(crate) struct Registries {
 
 impl Registries {
     /// Empty registries; endpoint state reports `wsgate_backend_up` into `metrics`.
-    pub(crate) fn new(metrics: &crate::metrics::Metrics) -> Self {
+    pub(crate) fn new(metrics: &crate::metrics::Metrics, max_ejection_percent: u8) -> Self {
         Self {
-            pools: PoolRegistry::new(metrics.backend_up.clone()),
+            pools: PoolRegistry::new(metrics.backend_up.clone(), max_ejection_percent),
             limiters: LimiterRegistry::default(),
             route_sessions: Registry::default(),
         }

@@ -27,6 +27,8 @@ pub(crate) struct Target {
     pub backend: usize,
     /// Firewall index from [`TableBuilder::firewall`].
     pub firewall: Option<usize>,
+    /// See [`crate::ir::Route::forward_original_path`].
+    pub forward_original_path: bool,
 }
 
 struct Candidate {
@@ -191,6 +193,7 @@ impl TableBuilder {
                     path: c.path,
                     backend: c.target.backend,
                     firewall: c.target.firewall,
+                    forward_original_path: c.target.forward_original_path,
                 });
         }
 
@@ -212,6 +215,7 @@ impl TableBuilder {
                 path: PathMatch::Prefix("/".into()),
                 backend: d.target.backend,
                 firewall: d.target.firewall,
+                forward_original_path: d.target.forward_original_path,
             };
             defaults.insert(d.port, (route, d.origin));
         }

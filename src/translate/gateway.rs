@@ -347,6 +347,16 @@ fn translate_one(
             settings: set,
         });
         let id: Arc<str> = format!("{ns}/{}/{}", obj.name, rule.name).into();
+        let forward_original_path = match rule.path_normalization.as_deref() {
+            None => false,
+            Some(v) => match super::annotations::parse_path_normalization(v) {
+                Ok(keep) => keep,
+                Err(e) => {
+                    diags.error(&obj, format!("{field}.pathNormalization"), e);
+                    continue;
+                }
+            },
+        };
         for (li, lname) in rule.listeners.iter().enumerate() {
             let Some((port, hosts)) = listeners.get(lname.as_str()) else {
                 if !spec.listeners.iter().any(|l| &l.name == lname) {
@@ -370,7 +380,11 @@ fn translate_one(
                         h.clone(),
                         p.clone(),
                         id.clone(),
-                        Target { backend, firewall },
+                        Target {
+                            backend,
+                            firewall,
+                            forward_original_path,
+                        },
                         origin,
                     );
                     routes += 1;

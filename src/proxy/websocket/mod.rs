@@ -100,7 +100,7 @@ pub(crate) async fn open(
         Ok(Reply::Upgraded(head, io, leftover)) => (head, io, leftover),
         Ok(Reply::Response(head, body)) => {
             // Relayed as HTTP; this dedicated backend connection is never reused.
-            lease.0.answered(head.status);
+            lease.answered(head.status);
             return Ok((rewrite::response(head, body), Some(endpoint)));
         }
         Err(e) => {
