@@ -18,6 +18,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "unit, golden, socket and CLI tests: cargo test"
 cargo test --all-targets
 
+step "fuzz smoke: every cargo-fuzz target for a few seconds (installs cargo-fuzz when missing)"
+bash fuzz/run.sh --smoke
+
 step "Helm chart: lint, install.yaml and chart CRDs current, RBAC and security assertions"
 bash tests/chart/rbac_test.sh
 
