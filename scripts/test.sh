@@ -21,6 +21,9 @@ cargo test --all-targets
 step "Socket.IO / engine.io through wsgate with the affinity cookie (real npm clients and servers)"
 bash tests/socketio/run.sh
 
+step "fuzz smoke: every cargo-fuzz target for a few seconds (installs cargo-fuzz when missing)"
+bash fuzz/run.sh --smoke
+
 step "Helm chart: lint, install.yaml and chart CRDs current, RBAC and security assertions"
 bash tests/chart/rbac_test.sh
 
