@@ -2,6 +2,8 @@
 //! WebSocket upgrade, whose 101 carries it), re-pinned when the endpoint leaves the pool or turns
 //! unhealthy, tampered values re-pinned without an error, `Secure` on HTTPS, the same values on
 //! every replica sharing the key, and the cookie taking precedence over the balancing policy.
+// Tests time real sockets with the wall clock; the data-path rules of clippy.toml do not apply.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 
