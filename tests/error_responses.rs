@@ -123,3 +123,71 @@ async fn a_missing_origin_is_said_in_words() {
         "{resp}"
     );
 }
+
+/// Log lines written by every test of this binary (JSON, one object per line).
+fn captured_logs() -> std::sync::Arc<parking_lot::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, OnceLock};
+    static LOGS: OnceLock<Arc<parking_lot::Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let writer = move || Capture(sink.clone());
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(writer)
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct Capture(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn log_lines_explain_the_failure_and_carry_the_request_id() {
+    let logs = captured_logs();
+    let dead = free_port();
+    let port = free_port();
+    let srv = TestServer::start(&[("g.yaml", gateway(port, dead, "{}"))]).await;
+    let resp = raw_exchange_full(
+        srv.port(port),
+        "GET /logged HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let id = request_id(&resp).expect("request id");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let text = String::from_utf8_lossy(&logs.lock()).into_owned();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains(&id))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "wsgate::access")
+        .unwrap_or_else(|| panic!("no access line for {id} in {text}"));
+    let f = &access["fields"];
+    assert_eq!(f["status"], 502);
+    assert_eq!(f["reason"], "upstream_failed");
+    assert_eq!(f["listener_port"], port);
+    assert_eq!(f["listener_protocol"], "http");
+    assert_eq!(f["route"], "e/err/r");
+    let warning = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "backend exchange failed")
+        .unwrap_or_else(|| panic!("no warning for {id} in {text}"));
+    let cause = warning["fields"]["cause"].as_str().unwrap_or("");
+    assert!(!cause.is_empty(), "the warning names the cause: {warning}");
+    assert_eq!(warning["level"], "WARN");
+}
