@@ -156,10 +156,15 @@ impl Tracker {
                 }
             };
             let header_len = cursor.position() as usize;
-            if let OpCode::Control(_) = header.opcode
+            if let OpCode::Control(c) = header.opcode
                 && (len > MAX_CONTROL_PAYLOAD || !header.is_final)
             {
-                // Invalid per RFC 6455 5.5: the peers judge it, as they would without wsgate.
+                // Invalid per RFC 6455 5.5: the peers judge it, as they would without wsgate. A
+                // close still counts as the start of a closing handshake, so a peer that then
+                // drops TCP is mirrored without a close frame of the proxy's (Autobahn 7.3.6).
+                if c == Control::Close {
+                    out.push(Action::Close);
+                }
                 self.turn_opaque(out);
                 continue;
             }

@@ -169,6 +169,17 @@ fn oversized_or_fragmented_control_frames_turn_opaque() {
     assert_eq!(seen.events, [Action::Opaque]);
     let limited = run(&mut Tracker::new(64, OURS), &big_ping, &[]);
     assert_eq!(limited.events, [Action::Opaque, Action::TooBig]);
+    let header = FrameHeader {
+        opcode: OpCode::Control(Control::Close),
+        ..FrameHeader::default()
+    };
+    let long_close = Frame::from_payload(header, vec![0x03; 126].into());
+    let seen = run(&mut Tracker::new(0, OURS), &bytes(long_close, None), &[]);
+    assert_eq!(
+        seen.events,
+        [Action::Close, Action::Opaque],
+        "a close all the same"
+    );
 }
 
 #[test]
