@@ -140,8 +140,9 @@ pub struct ClusterView {
 
 type ReadyFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-/// Readers of every reflector plus the "something changed" signal they share.
-pub struct Cluster {
+/// Readers of every reflector's store (cheap to clone: each store is shared).
+#[derive(Clone, Default)]
+pub struct Stores {
     ingresses: Vec<Store<Ingress>>,
     ingress_classes: Vec<Store<IngressClass>>,
     services: Vec<Store<Service>>,
@@ -149,6 +150,11 @@ pub struct Cluster {
     secrets: Vec<Store<Secret>>,
     gateways: Vec<Store<DynamicObject>>,
     publish: Option<Store<Service>>,
+}
+
+/// Readers of every reflector plus the "something changed" signal they share.
+pub struct Cluster {
+    stores: Stores,
     changed: Arc<Notify>,
     reachable: Arc<Notify>,
     waits: Vec<(String, ReadyFuture)>,
@@ -189,13 +195,7 @@ impl Cluster {
     pub fn start(client: &Client, namespaces: &[String], publish: Option<(&str, &str)>) -> Self {
         let changed = Arc::new(Notify::new());
         let mut cluster = Self {
-            ingresses: Vec::new(),
-            ingress_classes: Vec::new(),
-            services: Vec::new(),
-            endpoint_slices: Vec::new(),
-            secrets: Vec::new(),
-            gateways: Vec::new(),
-            publish: None,
+            stores: Stores::default(),
             changed: changed.clone(),
             reachable: Arc::new(Notify::new()),
             waits: Vec::new(),
@@ -213,28 +213,28 @@ impl Cluster {
                 Writer::default(),
                 scope_label("Ingresses", &scope),
             );
-            cluster.ingresses.push(s);
+            cluster.stores.ingresses.push(s);
             let s = cluster.reflect(
                 scoped::<Service>(client, ns),
                 watcher::Config::default(),
                 Writer::default(),
                 scope_label("Services", &scope),
             );
-            cluster.services.push(s);
+            cluster.stores.services.push(s);
             let s = cluster.reflect(
                 scoped::<EndpointSlice>(client, ns),
                 watcher::Config::default(),
                 Writer::default(),
                 scope_label("EndpointSlices", &scope),
             );
-            cluster.endpoint_slices.push(s);
+            cluster.stores.endpoint_slices.push(s);
             let s = cluster.reflect(
                 scoped::<Secret>(client, ns),
                 watcher::Config::default(),
                 Writer::default(),
                 scope_label("Secrets", &scope),
             );
-            cluster.secrets.push(s);
+            cluster.stores.secrets.push(s);
             let s = cluster.reflect(
                 gw,
                 watcher::Config::default(),
@@ -244,7 +244,7 @@ impl Cluster {
                     &scope,
                 ),
             );
-            cluster.gateways.push(s);
+            cluster.stores.gateways.push(s);
         }
         let s = cluster.reflect(
             Api::<IngressClass>::all(client.clone()),
@@ -252,7 +252,7 @@ impl Cluster {
             Writer::default(),
             "IngressClasses".to_string(),
         );
-        cluster.ingress_classes.push(s);
+        cluster.stores.ingress_classes.push(s);
         if let Some((ns, name)) = publish {
             let s = cluster.reflect(
                 Api::<Service>::namespaced(client.clone(), ns),
@@ -260,7 +260,7 @@ impl Cluster {
                 Writer::default(),
                 format!("the --publish-service Service {ns}/{name}"),
             );
-            cluster.publish = Some(s);
+            cluster.stores.publish = Some(s);
         }
         cluster
     }
@@ -377,6 +377,18 @@ impl Cluster {
 
     /// Everything the stores hold now.
     pub fn view(&self) -> ClusterView {
+        self.stores.view()
+    }
+
+    /// The stores, for reading from another thread.
+    pub fn stores(&self) -> Stores {
+        self.stores.clone()
+    }
+}
+
+impl Stores {
+    /// Everything the stores hold now.
+    pub fn view(&self) -> ClusterView {
         let (gateways, unparsed_gateways) = parse_gateways(collect(&self.gateways));
         ClusterView {
             snapshot: Snapshot {
@@ -386,6 +398,7 @@ impl Cluster {
                 endpoint_slices: collect(&self.endpoint_slices),
                 secrets: collect(&self.secrets),
                 gateways,
+                gateway_api: Default::default(),
             },
             unparsed_gateways,
             publish_service: self
@@ -555,5 +568,37 @@ mod tests {
             scopes(&["a".into(), "b".into()]),
             vec![Some("a".to_string()), Some("b".to_string())]
         );
+    }
+}
+
+impl crate::reconcile::View for ClusterView {
+    fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    fn problems(&self) -> Vec<crate::reconcile::ReadProblem> {
+        self.unparsed_gateways
+            .iter()
+            .map(|g| crate::reconcile::ReadProblem {
+                severity: g.diagnostic.severity,
+                location: g.diagnostic.object.to_string(),
+                field: g.diagnostic.field.clone(),
+                message: g.diagnostic.message.clone(),
+            })
+            .collect()
+    }
+}
+
+impl crate::reconcile::Source for Cluster {
+    type View = ClusterView;
+
+    async fn changed(&mut self) -> bool {
+        crate::reconcile::debounce::debounce(&self.changed).await;
+        true
+    }
+
+    fn reader(&self) -> Box<dyn FnOnce() -> ClusterView + Send> {
+        let stores = self.stores.clone();
+        Box::new(move || stores.view())
     }
 }

@@ -24,14 +24,8 @@ impl HostMatch {
             Some(rest) => (true, rest),
             None => (false, host.as_str()),
         };
-        let valid_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if rest.is_empty() || !rest.split('.').all(valid_label) {
+        // `host` is lower case here, so the Kubernetes label rule applies as is.
+        if rest.is_empty() || !crate::names::is_dns_subdomain(rest) {
             return Err(format!(
                 "invalid hostname {host:?}: expected a DNS name, optionally starting with \"*.\""
             ));

@@ -5,6 +5,7 @@
 mod annotations;
 mod backends;
 mod builder;
+pub mod conditions;
 mod diagnostics;
 mod firewall;
 mod gateway;
@@ -13,8 +14,9 @@ mod settings;
 pub mod tls;
 
 pub use annotations::ANNOTATION_PREFIX;
+pub use conditions::{Condition, ConditionStatus};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
-pub use gateway::{Condition, GatewayConditions};
+pub use gateway::GatewayConditions;
 pub use ingress::is_ours;
 
 use crate::ir::RouteTable;

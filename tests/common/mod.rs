@@ -42,7 +42,6 @@ impl TestServer {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let cfg = RunConfig {
-            config: dir.path().to_path_buf(),
             options: Options {
                 http_port,
                 ..Options::default()
@@ -54,7 +53,7 @@ impl TestServer {
             admin_port: 0,
             shutdown_drain: Duration::from_secs(5),
         };
-        let server = Server::start(cfg, Metrics::new())
+        let server = Server::start(dir.path().to_path_buf(), cfg, Metrics::new())
             .await
             .expect("server starts");
         Self {
@@ -89,7 +88,6 @@ impl TestServer {
         };
         tune(&mut proxy);
         let cfg = RunConfig {
-            config: dir.path().to_path_buf(),
             options: Options {
                 http_port,
                 https_port,
@@ -99,7 +97,7 @@ impl TestServer {
             admin_port: 0,
             shutdown_drain: Duration::from_secs(5),
         };
-        let server = Server::start(cfg, Metrics::new())
+        let server = Server::start(dir.path().to_path_buf(), cfg, Metrics::new())
             .await
             .expect("server starts");
         Self {
