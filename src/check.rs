@@ -15,6 +15,8 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// The resulting routing table.
     pub table: RouteTable,
+    /// Wanted status of the Gateway API objects.
+    pub gateway_api: crate::translate::gateway_api::GatewayApiReport,
 }
 
 impl Report {
@@ -35,6 +37,7 @@ pub fn check(path: &Path, options: &Options) -> Report {
         read: view.problems(),
         diagnostics: t.diagnostics,
         table: t.table,
+        gateway_api: t.gateway_api,
     }
 }
 
@@ -91,6 +94,7 @@ pub fn render_table(table: &RouteTable) -> String {
                 let kind = match r.path {
                     crate::ir::PathMatch::Exact(_) => "Exact",
                     crate::ir::PathMatch::Prefix(_) => "Prefix",
+                    crate::ir::PathMatch::Regex(_) => "RegularExpression",
                 };
                 line(&mut out, "      ", format!("{kind} {}", r.path.path()), r);
             }

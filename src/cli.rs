@@ -52,6 +52,9 @@ pub struct CheckArgs {
     /// Port Ingress TLS hosts are served on.
     #[arg(long, env = "WSGATE_HTTPS_PORT", default_value_t = 8443)]
     pub https_port: u16,
+    /// Serve only this GatewayClass; all of controller wsgate.dev/gateway-controller when absent.
+    #[arg(long, env = "WSGATE_GATEWAY_CLASS")]
+    pub gateway_class: Option<String>,
 }
 
 /// Log line format.
@@ -103,6 +106,9 @@ pub struct RunArgs {
     /// IngressClass to serve.
     #[arg(long, env = "WSGATE_INGRESS_CLASS", default_value = "wsgate")]
     pub ingress_class: String,
+    /// Serve only this GatewayClass (of controller wsgate.dev/gateway-controller); all when absent.
+    #[arg(long, env = "WSGATE_GATEWAY_CLASS")]
+    pub gateway_class: Option<String>,
     /// Namespaces to watch (repeatable); all when absent.
     #[arg(long, env = "WSGATE_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespace: Vec<String>,
@@ -167,6 +173,7 @@ impl RunArgs {
                 ingress_class: self.ingress_class.clone(),
                 http_port: self.http_port,
                 https_port: self.https_port,
+                gateway_class: self.gateway_class.clone(),
             },
             proxy: ProxySettings {
                 bind: self.bind,
@@ -199,6 +206,7 @@ impl CheckArgs {
             ingress_class: self.ingress_class.clone(),
             http_port: self.http_port,
             https_port: self.https_port,
+            gateway_class: self.gateway_class.clone(),
         }
     }
 }

@@ -162,7 +162,14 @@ impl Controller {
         let identity = resolve_identity(cfg.identity.as_deref());
         let lease_ns =
             resolve_lease_namespace(cfg.lease_namespace.as_deref(), client.default_namespace());
-        let mut cluster = Cluster::start(&client, &cfg.watch_namespaces, cfg.publish.service());
+        let optional = reflect::OptionalKinds::discover(&client).await;
+        tracing::info!(?optional, "optional kinds served by the API server");
+        let mut cluster = Cluster::start(
+            &client,
+            &cfg.watch_namespaces,
+            cfg.publish.service(),
+            &optional,
+        );
         let reachable = cluster.reachable();
         let (builds_tx, builds) = watch::channel(None);
         let rebuild_proxy = proxy.clone();

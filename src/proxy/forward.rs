@@ -255,7 +255,11 @@ async fn upstream(
         endpoint: &lease.0,
         runtime: &pool.runtime,
         upgrade: false,
-        request_timeout: backend.settings.request_timeout.get(),
+        request_timeout: backend
+            .settings
+            .response_timeout
+            .unwrap_or(backend.settings.request_timeout)
+            .get(),
     };
     let resp = match upstream::send(&ex, &parts, body).await {
         Ok(Reply::Response(head, body)) => {

@@ -4,6 +4,7 @@
 //! touches established connections or sessions.
 
 mod cache;
+mod filters;
 mod firewall;
 mod forward;
 mod handshake;
@@ -99,9 +100,18 @@ pub(crate) struct Routed<'a> {
 }
 
 impl ActiveTable {
-    fn route(&self, port: u16, host: &str, path: &str) -> Option<Routed<'_>> {
-        let (route, backend) = self.ir.route(port, host, path)?;
-        let pool = self.pools.get(route.backend)?;
+    fn route(
+        &self,
+        port: u16,
+        host: &str,
+        path: &str,
+        facts: &crate::ir::RequestFacts<'_>,
+    ) -> Option<Routed<'_>> {
+        let (route, backend) = self.ir.route_request(port, host, path, Some(facts))?;
+        // A weighted split picks per request; without one this is `route.backend`.
+        let index = route.pick_backend(rand::random());
+        let backend = self.ir.backends.get(index).unwrap_or(backend);
+        let pool = self.pools.get(index)?;
         let firewall = route.firewall.and_then(|f| self.firewalls.get(f));
         Some(Routed {
             route,

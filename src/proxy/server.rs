@@ -197,7 +197,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody
 /// The fixed phases of a request: limits -> route -> firewall -> forward (cache inside) or open a
 /// WebSocket session. Returns the response, the route id and the endpoint used.
 async fn phases(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
     host: &str,
     path: &str,
@@ -210,7 +210,12 @@ async fn phases(
         return (resp, None, None);
     }
     let table = ctx.shared.table.load_full();
-    let Some(routed) = table.route(ctx.port, host, path) else {
+    let facts = crate::ir::RequestFacts {
+        method: req.method().as_str(),
+        headers: req.headers(),
+        query: req.uri().query(),
+    };
+    let Some(routed) = table.route(ctx.port, host, path, &facts) else {
         let message = format!("no route for host {host:?} path {path:?}");
         return (respond::text(StatusCode::NOT_FOUND, &message), None, None);
     };
@@ -237,6 +242,13 @@ async fn phases(
         }
         return (resp, Some(route_id), None);
     }
+    let filters = routed.route.filters.as_deref();
+    if let Some(fl) = filters {
+        if let Some(resp) = super::filters::redirect(fl, &req, host, ctx.client.tls, ctx.port) {
+            return (resp, Some(route_id), None);
+        }
+        super::filters::on_request(fl, &mut req);
+    }
     let f = Forwarding {
         route: &route_id,
         backend: routed.backend,
@@ -256,6 +268,10 @@ async fn phases(
     } else {
         forward::forward(req, &f).await
     };
+    let mut resp = resp;
+    if let Some(fl) = filters {
+        super::filters::on_response(fl, &mut resp);
+    }
     (resp, Some(route_id), endpoint)
 }
 

@@ -3,8 +3,8 @@
 
 use super::diagnostics::{Diagnostics, ObjectRef};
 use crate::ir::{
-    Backend, Firewall, HostMatch, Listener, ListenerProtocol, PathMatch, Route, RouteTable,
-    TlsCertificate, VirtualHost,
+    Backend, Firewall, HostMatch, Listener, ListenerProtocol, PathMatch, RequestConditions, Route,
+    RouteFilters, RouteTable, TlsCertificate, VirtualHost,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,6 +29,17 @@ pub(crate) struct Target {
     pub firewall: Option<usize>,
 }
 
+/// What a route may carry besides its path (Gateway API matches, filters, weighted backends).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RouteExtras {
+    /// Header, query and method conditions.
+    pub conditions: Option<Arc<RequestConditions>>,
+    /// Filters.
+    pub filters: Option<Arc<RouteFilters>>,
+    /// Weighted backends `(index, weight)`.
+    pub split: Option<Arc<[(usize, u32)]>>,
+}
+
 struct Candidate {
     port: u16,
     host: HostMatch,
@@ -36,6 +47,7 @@ struct Candidate {
     id: Arc<str>,
     target: Target,
     origin: Origin,
+    extras: RouteExtras,
 }
 
 struct DefaultCandidate {
@@ -126,6 +138,21 @@ impl TableBuilder {
         target: Target,
         origin: Origin,
     ) {
+        self.route_with(port, host, path, id, target, origin, RouteExtras::default());
+    }
+
+    /// Adds a route with conditions, filters or a weighted split.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn route_with(
+        &mut self,
+        port: u16,
+        host: HostMatch,
+        path: PathMatch,
+        id: Arc<str>,
+        target: Target,
+        origin: Origin,
+        extras: RouteExtras,
+    ) {
         self.candidates.push(Candidate {
             port,
             host,
@@ -133,6 +160,7 @@ impl TableBuilder {
             id,
             target,
             origin,
+            extras,
         });
     }
 
@@ -160,9 +188,15 @@ impl TableBuilder {
         self.defaults.sort_by(|a, b| a.origin.cmp(&b.origin));
 
         let mut hosts: BTreeMap<u16, BTreeMap<HostMatch, Vec<Route>>> = BTreeMap::new();
-        let mut winners: HashMap<(u16, HostMatch, PathMatch), Origin> = HashMap::new();
+        type Key = (u16, HostMatch, PathMatch, Option<Arc<RequestConditions>>);
+        let mut winners: HashMap<Key, Origin> = HashMap::new();
         for c in self.candidates {
-            let key = (c.port, c.host.clone(), c.path.clone());
+            let key = (
+                c.port,
+                c.host.clone(),
+                c.path.clone(),
+                c.extras.conditions.clone(),
+            );
             if let Some(winner) = winners.get(&key) {
                 if winner.object != c.origin.object || winner.field != c.origin.field {
                     diags.warn(
@@ -187,10 +221,10 @@ impl TableBuilder {
                 .entry(c.host)
                 .or_default()
                 .push(Route {
-                    id: c.id,
-                    path: c.path,
-                    backend: c.target.backend,
-                    firewall: c.target.firewall,
+                    conditions: c.extras.conditions,
+                    filters: c.extras.filters,
+                    split: c.extras.split,
+                    ..Route::new(c.id, c.path, c.target.backend, c.target.firewall)
                 });
         }
 
@@ -207,12 +241,12 @@ impl TableBuilder {
                 );
                 continue;
             }
-            let route = Route {
-                id: d.id,
-                path: PathMatch::Prefix("/".into()),
-                backend: d.target.backend,
-                firewall: d.target.firewall,
-            };
+            let route = Route::new(
+                d.id,
+                PathMatch::Prefix("/".into()),
+                d.target.backend,
+                d.target.firewall,
+            );
             defaults.insert(d.port, (route, d.origin));
         }
 
@@ -226,7 +260,7 @@ impl TableBuilder {
                     .into_iter()
                     .map(|(host, mut routes)| {
                         // Stable sort keeps the oldest object first among equal-precedence routes.
-                        routes.sort_by_key(|r| r.path.precedence());
+                        routes.sort_by_key(Route::precedence);
                         VirtualHost {
                             host,
                             routes: routes.into(),
@@ -278,6 +312,10 @@ fn canonical_order(
     let renumber = |r: &Route| Route {
         backend: b_index[r.backend],
         firewall: r.firewall.map(|f| f_index[f]),
+        split: r
+            .split
+            .as_deref()
+            .map(|s| s.iter().map(|(b, w)| (b_index[*b], *w)).collect()),
         ..r.clone()
     };
     for l in listeners.iter_mut() {

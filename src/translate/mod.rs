@@ -9,6 +9,7 @@ pub mod conditions;
 mod diagnostics;
 mod firewall;
 mod gateway;
+pub mod gateway_api;
 mod ingress;
 mod settings;
 pub mod tls;
@@ -34,6 +35,9 @@ pub struct Options {
     pub http_port: u16,
     /// `--https-port`: where Ingress TLS hosts are served.
     pub https_port: u16,
+    /// `--gateway-class`: serve only this GatewayClass (of controller
+    /// `wsgate.dev/gateway-controller`); `None` = every class of that controller.
+    pub gateway_class: Option<String>,
 }
 
 impl Default for Options {
@@ -42,6 +46,7 @@ impl Default for Options {
             ingress_class: "wsgate".into(),
             http_port: 8080,
             https_port: 8443,
+            gateway_class: None,
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct Translated {
     pub table: RouteTable,
     /// Conditions per Gateway object.
     pub gateway_statuses: Vec<(ObjectRef, GatewayConditions)>,
+    /// Wanted status of the Gateway API objects.
+    pub gateway_api: gateway_api::GatewayApiReport,
     /// Every error and warning, naming object and field.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -73,10 +80,13 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translated {
     let mut builder = builder::TableBuilder::new(options.http_port);
     ingress::translate_all(snapshot, options, &index, &mut builder, &mut diags);
     let gateway_statuses = gateway::translate_all(snapshot, &index, &mut builder, &mut diags);
+    let gateway_api =
+        gateway_api::translate_all(snapshot, options, &index, &mut builder, &mut diags);
     let table = builder.build(&mut diags);
     Translated {
         table,
         gateway_statuses,
+        gateway_api,
         diagnostics: diags.into_vec(),
     }
 }

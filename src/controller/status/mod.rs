@@ -6,6 +6,7 @@
 //! object's current status differs from the wanted one, so the watch event a write causes never
 //! causes another write.
 
+pub mod gateway_api;
 pub mod wanted;
 
 pub use wanted::{
@@ -86,7 +87,21 @@ impl Feedback {
         let a = self.ingress_statuses(build).await;
         let b = self.gateway_statuses(build).await;
         let c = self.events(build).await;
-        a && b && c
+        let addresses: Vec<String> = self
+            .published(build)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| a.ip.or(a.hostname))
+            .collect();
+        let d = gateway_api::write_all(
+            &self.client,
+            &build.view.snapshot,
+            &build.translated.gateway_api,
+            &addresses,
+            &build.bind_errors,
+        )
+        .await;
+        a && b && c && d
     }
 
     fn published(&self, build: &Build) -> Option<Vec<IngressLoadBalancerIngress>> {
