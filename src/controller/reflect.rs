@@ -588,6 +588,38 @@ pub fn parse_gateways(objects: Vec<DynamicObject>) -> (Vec<Gateway>, Vec<Unparse
     (good, bad)
 }
 
+impl crate::reconcile::View for ClusterView {
+    fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    fn problems(&self) -> Vec<crate::reconcile::ReadProblem> {
+        self.unparsed_gateways
+            .iter()
+            .map(|g| crate::reconcile::ReadProblem {
+                severity: g.diagnostic.severity,
+                location: g.diagnostic.object.to_string(),
+                field: g.diagnostic.field.clone(),
+                message: g.diagnostic.message.clone(),
+            })
+            .collect()
+    }
+}
+
+impl crate::reconcile::Source for Cluster {
+    type View = ClusterView;
+
+    async fn changed(&mut self) -> bool {
+        crate::reconcile::debounce::debounce(&self.changed).await;
+        true
+    }
+
+    fn reader(&self) -> Box<dyn FnOnce() -> ClusterView + Send> {
+        let stores = self.stores.clone();
+        Box::new(move || stores.view())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,37 +710,5 @@ mod tests {
             scopes(&["a".into(), "b".into()]),
             vec![Some("a".to_string()), Some("b".to_string())]
         );
-    }
-}
-
-impl crate::reconcile::View for ClusterView {
-    fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
-    }
-
-    fn problems(&self) -> Vec<crate::reconcile::ReadProblem> {
-        self.unparsed_gateways
-            .iter()
-            .map(|g| crate::reconcile::ReadProblem {
-                severity: g.diagnostic.severity,
-                location: g.diagnostic.object.to_string(),
-                field: g.diagnostic.field.clone(),
-                message: g.diagnostic.message.clone(),
-            })
-            .collect()
-    }
-}
-
-impl crate::reconcile::Source for Cluster {
-    type View = ClusterView;
-
-    async fn changed(&mut self) -> bool {
-        crate::reconcile::debounce::debounce(&self.changed).await;
-        true
-    }
-
-    fn reader(&self) -> Box<dyn FnOnce() -> ClusterView + Send> {
-        let stores = self.stores.clone();
-        Box::new(move || stores.view())
     }
 }

@@ -111,6 +111,16 @@ pub struct Route {
     pub split: Option<Arc<[(usize, u32)]>>,
 }
 
+/// Sort key of a route: the path's precedence, then its conditions' (smaller first).
+pub type RoutePrecedence = (
+    (std::cmp::Reverse<usize>, u8),
+    (
+        std::cmp::Reverse<bool>,
+        std::cmp::Reverse<usize>,
+        std::cmp::Reverse<usize>,
+    ),
+);
+
 impl Route {
     /// A route with only a path (Ingress, wsgate Gateway).
     pub fn new(id: Arc<str>, path: PathMatch, backend: usize, firewall: Option<usize>) -> Self {
@@ -126,16 +136,7 @@ impl Route {
     }
 
     /// Precedence within a virtual host: the path's, then the conditions' (smaller first).
-    pub fn precedence(
-        &self,
-    ) -> (
-        (std::cmp::Reverse<usize>, u8),
-        (
-            std::cmp::Reverse<bool>,
-            std::cmp::Reverse<usize>,
-            std::cmp::Reverse<usize>,
-        ),
-    ) {
+    pub fn precedence(&self) -> RoutePrecedence {
         let c = self
             .conditions
             .as_deref()

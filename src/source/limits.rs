@@ -50,7 +50,9 @@ enum Quote {
     Double,
 }
 
-/// Scans YAML text for nesting depth and alias count (see the module docs).
+/// Scans YAML text for nesting depth and alias count (see the module docs). One function on
+/// purpose: it is a single-pass state machine whose six pieces of state (quote, flow depth, block
+/// stack, block scalar, token start, alias count) every branch reads and writes.
 pub fn check_text(text: &str) -> Result<(), LimitError> {
     check_size(text.len() as u64)?;
     let mut flow: usize = 0;
@@ -119,14 +121,13 @@ pub fn check_text(text: &str) -> Result<(), LimitError> {
                         return Err(LimitError::TooManyAliases(lineno));
                     }
                 }
+                // `- - x`: each further sequence entry on the line nests one level.
                 b'-' if token_start
                     && flow == 0
+                    && i > indent
                     && matches!(bytes.get(i + 1), Some(b' ') | None) =>
                 {
-                    // `- - x`: each further sequence entry on the line nests one level.
-                    if i > indent {
-                        block.push(i);
-                    }
+                    block.push(i);
                 }
                 b'|' | b'>' if token_start && flow == 0 && scalar_header(&bytes[i + 1..]) => {
                     block_scalar = Some(indent);

@@ -189,6 +189,8 @@ impl TableBuilder {
 
         let mut hosts: BTreeMap<u16, BTreeMap<HostMatch, Vec<Route>>> = BTreeMap::new();
         type Key = (u16, HostMatch, PathMatch, Option<Arc<RequestConditions>>);
+        // A regex's cache is interior mutability, but equality and hashing use only its source.
+        #[allow(clippy::mutable_key_type)]
         let mut winners: HashMap<Key, Origin> = HashMap::new();
         for c in self.candidates {
             let key = (

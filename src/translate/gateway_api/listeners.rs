@@ -83,26 +83,26 @@ pub(crate) fn declare(
     for (i, l) in gw.spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
         let mut dl = listener(l, &object, &field, diags);
-        if dl.usable {
-            if let Err(e) = b.listener(l.port, dl.protocol) {
-                diags.error(
-                    &object,
-                    format!("{field}.port"),
-                    format!("{e}; listener ignored"),
-                );
-                dl.usable = false;
-                dl.conditions = vec![
-                    Condition::failed("Accepted", "PortUnavailable", e.clone()),
-                    Condition::ok("ResolvedRefs", "ResolvedRefs"),
-                    Condition::failed("Programmed", "Invalid", e),
-                    Condition::new(
-                        "Conflicted",
-                        crate::translate::ConditionStatus::False,
-                        "NoConflicts",
-                        "",
-                    ),
-                ];
-            }
+        if dl.usable
+            && let Err(e) = b.listener(l.port, dl.protocol)
+        {
+            diags.error(
+                &object,
+                format!("{field}.port"),
+                format!("{e}; listener ignored"),
+            );
+            dl.usable = false;
+            dl.conditions = vec![
+                Condition::failed("Accepted", "PortUnavailable", e.clone()),
+                Condition::ok("ResolvedRefs", "ResolvedRefs"),
+                Condition::failed("Programmed", "Invalid", e),
+                Condition::new(
+                    "Conflicted",
+                    crate::translate::ConditionStatus::False,
+                    "NoConflicts",
+                    "",
+                ),
+            ];
         }
         if dl.usable
             && dl.protocol == ListenerProtocol::Https

@@ -27,14 +27,18 @@ struct Parsed {
     websocket: Option<crate::crd::WebSocketSpec>,
 }
 
+/// A policy, its targets (namespace, target) and its own conditions.
+type PolicyEntry = (ObjectRef, Vec<(String, Target)>, Vec<Condition>);
+
 /// The policies of a snapshot, indexed by (namespace, target).
 pub(crate) struct Policies {
     by_target: HashMap<(String, Target), Parsed>,
-    all: Vec<(ObjectRef, Vec<(String, Target)>, Vec<Condition>)>,
+    all: Vec<PolicyEntry>,
 }
 
 impl Policies {
-    /// Parses every policy; invalid fields are errors on the policy.
+    /// Parses every policy; invalid fields are errors on the policy. Kept whole: parsing,
+    /// validation and conflict resolution share the per-policy error list and condition.
     pub(crate) fn new(list: &[WebSocketPolicy], diags: &mut Diagnostics) -> Self {
         let mut sorted: Vec<&WebSocketPolicy> = list.iter().collect();
         sorted.sort_by_key(|p| {

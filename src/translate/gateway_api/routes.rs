@@ -15,6 +15,9 @@ use crate::translate::conditions::Condition;
 use crate::translate::diagnostics::{Diagnostics, ObjectRef};
 use std::sync::Arc;
 
+/// Weighted backends `(index, weight)`.
+type Split = Arc<[(usize, u32)]>;
+
 /// Where a rule's backends are used: the Gateway and listener, the rule's name, its timeout.
 struct Placement<'a> {
     gw: &'a Declared,
@@ -183,7 +186,8 @@ fn select_listeners(
 }
 
 /// Adds the routes of every rule on every attachment. Returns `ResolvedRefs` and, when a rule
-/// was left out, why.
+/// was left out, why. Kept as one loop nest (rules x attachments x matches x hosts) because
+/// every level reports into the same two results.
 #[allow(clippy::too_many_arguments)]
 fn place_rules(
     route: &HTTPRoute,
@@ -351,7 +355,7 @@ fn backends(
     b: &mut TableBuilder,
     diags: &mut Diagnostics,
     unresolved: &mut Option<(&'static str, String)>,
-) -> Option<(usize, Option<Arc<[(usize, u32)]>>)> {
+) -> Option<(usize, Option<Split>)> {
     let mut out: Vec<(usize, u32)> = Vec::new();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
         let f = format!("{field}.backendRefs[{bi}]");
@@ -389,6 +393,8 @@ fn backends(
 }
 
 /// One backend reference -> a table backend (empty when it does not resolve) and the problem.
+/// The checks run in the spec's order of reasons (kind, filters, grant, port, lookup), so the
+/// first failing one names the `ResolvedRefs` reason; that chain is why it is one function.
 #[allow(clippy::too_many_arguments)]
 fn backend(
     r: &HTTPBackendRef,
@@ -402,8 +408,10 @@ fn backend(
     let ns = r.namespace.as_deref().unwrap_or(&obj.namespace);
     let port = r.port.unwrap_or(0);
     let id: Arc<str> = format!("{ns}/{}:{port}", r.name).into();
-    let mut settings = BackendSettings::default();
-    settings.response_timeout = at.timeout;
+    let mut settings = BackendSettings {
+        response_timeout: at.timeout,
+        ..BackendSettings::default()
+    };
     let mut problem = None;
     let mut endpoints = Vec::new();
     let kind_ok = r.group.as_deref().unwrap_or("").is_empty()
