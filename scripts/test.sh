@@ -18,6 +18,12 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "unit, golden, socket and CLI tests: cargo test"
 cargo test --all-targets
 
+step "Socket.IO / engine.io through wsgate with the affinity cookie (real npm clients and servers)"
+bash tests/socketio/run.sh
+
+step "fuzz smoke: every cargo-fuzz target for a few seconds (installs cargo-fuzz when missing)"
+bash fuzz/run.sh --smoke
+
 step "Helm chart: lint, install.yaml and chart CRDs current, RBAC and security assertions"
 bash tests/chart/rbac_test.sh
 
@@ -29,5 +35,8 @@ bash e2e/run.sh
 
 step "Autobahn|Testsuite transparency (core cases, direct vs through wsgate)"
 bash tests/autobahn/through-wsgate.sh
+
+step "e2e: a real single-node cluster (image from the Dockerfile, helm install, WebSocket traffic through pods, rollouts, Prometheus, Grafana dashboard)"
+bash e2e/cluster/run.sh
 
 step "done in $((SECONDS - started))s"

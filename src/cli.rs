@@ -66,8 +66,10 @@ pub enum LogFormat {
     Text,
 }
 
+/// A duration flag, bounded like every configured duration (30 days), so no timer arithmetic
+/// on it can overflow.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{e}; expected e.g. 30s, 5m"))
+    crate::ir::parse_bounded(s)
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -125,6 +127,11 @@ pub struct RunArgs {
     /// How long SIGTERM waits for sessions and requests to finish.
     #[arg(long, env = "WSGATE_SHUTDOWN_DRAIN", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_drain: Duration,
+    /// After SIGTERM, WebSocket sessions get their 1001 at random moments spread over this window
+    /// instead of all at once, so clients do not reconnect in one burst; 0s = all at once. Must
+    /// be shorter than --shutdown-drain.
+    #[arg(long, env = "WSGATE_SHUTDOWN_CLOSE_SPREAD", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_close_spread: Duration,
     /// Log format (default: text on a terminal, else json).
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -149,6 +156,40 @@ pub struct RunArgs {
     /// Memory bound of the HTTP response cache.
     #[arg(long, env = "WSGATE_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
+    /// Forward request header names containing `_` (by default they are dropped, as nginx does).
+    #[arg(long, env = "WSGATE_ALLOW_UNDERSCORE_HEADERS")]
+    pub allow_underscore_headers: bool,
+    /// Largest share of a pool's endpoints passive health may eject at once, in percent (at
+    /// least one endpoint always stays).
+    #[arg(long, env = "WSGATE_MAX_EJECTION_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_ejection_percent: u8,
+    /// Secret key of affinity cookie values, the same on every replica (set it through the
+    /// environment from a Secret, not on the command line); empty = unkeyed.
+    #[arg(
+        long,
+        env = "WSGATE_AFFINITY_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub affinity_key: SecretArg,
+}
+
+/// A flag value that is a secret: `Debug` does not print it.
+#[derive(Clone, Default)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(s.to_string()))
+    }
 }
 
 impl RunArgs {
@@ -184,6 +225,10 @@ impl RunArgs {
                 cache_max_bytes: self.cache_max_bytes,
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
                 drain_accept_delay: crate::app::drain_accept_delay(self.shutdown_drain),
+                close_spread: self.shutdown_close_spread,
+                affinity_key: crate::ir::Redacted(self.affinity_key.0.clone().into_bytes()),
+                allow_underscore_headers: self.allow_underscore_headers,
+                max_ejection_percent: self.max_ejection_percent,
             },
             admin_port: self.admin_port,
             shutdown_drain: self.shutdown_drain,

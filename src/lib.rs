@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: `source` -> `translate` -> `ir` -> `proxy` (through an `ArcSwap`).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod gwapi;
+pub mod http;
 pub mod ir;
 pub mod metrics;
 pub mod names;

@@ -43,6 +43,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for flag in args.not_yet_enforced() {
         tracing::warn!(flag, "flag accepted but not acted on yet in this version");
     }
+    let accept_delay = wsgate::app::drain_accept_delay(args.shutdown_drain);
+    if !args.shutdown_close_spread.is_zero()
+        && args.shutdown_close_spread + accept_delay >= args.shutdown_drain
+    {
+        anyhow::bail!(
+            "--shutdown-close-spread {:?} does not fit in --shutdown-drain {:?}: the drain also \
+             keeps listeners open for {:?} first, and sessions need time to close after their 1001",
+            args.shutdown_close_spread,
+            args.shutdown_drain,
+            accept_delay
+        );
+    }
     let run = args.run_config();
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {

@@ -68,31 +68,7 @@ async fn failing_probe_takes_endpoint_out_and_recovery_brings_it_back() {
     drop((s1, s2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_endpoints_unhealthy_is_503_and_counted() {
-    let b = mixed_backend().await;
-    b.healthy.store(false, Ordering::SeqCst);
-    let port = free_port();
-    let yaml = gateway_yaml(
-        port,
-        &[b.addr],
-        "probe: hc",
-        "{name: hc, path: /healthz, interval: 50ms, unhealthyThreshold: 1}",
-    );
-    let srv = TestServer::start(&[("g.yaml", yaml)]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let reply = raw_exchange_full(srv.port(port), "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n").await;
-    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
-    let m = srv.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            r#"wsgate_rejected_total{reason="no_healthy_backend",route="lb/gw/r"}"#
-        ),
-        1.0,
-        "{m}"
-    );
-}
+// Every endpoint probed down is panic mode (the endpoints are used anyway): tests/ejection.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_ejection_stops_sending_to_a_dead_endpoint() {

@@ -126,3 +126,54 @@ fn run_refuses_an_invalid_config_at_startup() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("apiVersion and kind are required"), "{out}");
 }
+
+#[test]
+fn huge_flag_values_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().to_str().unwrap();
+    for (flag, value) in [
+        ("--header-timeout", "500000000000y"),
+        ("--shutdown-drain", "500000000000y"),
+        ("--header-timeout", "721h"),
+        ("--max-ejection-percent", "101"),
+    ] {
+        let (code, out) = wsgate(&["run", "--config", cfg, flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {out}");
+        assert!(out.contains(flag), "{flag} {value} named: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+}
+
+#[test]
+fn check_names_out_of_range_and_malformed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: wsgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: gw, namespace: apps}\nspec:\n  \
+         listeners: [{name: web, port: 8081}]\n  backendPools: [{name: p, addresses: [{host: 127.0.0.1, port: 9}]}]\n  \
+         backendSettings: [{name: s, requestTimeout: 18446744073709551615ms, probe: hc, \
+         loadBalancing: {policy: ConsistentHash, hashOn: {header: \"X\\nY\"}}}]\n  \
+         probes: [{name: hc, path: \"/health z\", host: \"a\\r\\nX-Evil: 1\"}]\n  \
+         routingRules: [{name: r, listeners: [web], backendPool: p, backendSettings: s, pathNormalization: Sometimes}]\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ing\n  namespace: apps\n  annotations:\n    \
+         wsgate.dev/load-balancing: \"hash-header:X\\nY\"\n    wsgate.dev/max-session-duration: 9999999h\n    \
+         wsgate.dev/health-probe-path: \"/a b\"\n    wsgate.dev/path-normalization: maybe\n\
+         spec:\n  ingressClassName: wsgate\n  defaultBackend: {service: {name: s, port: {number: 80}}}\n",
+    )
+    .unwrap();
+    let (code, out) = wsgate(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    for needle in [
+        "spec.backendSettings[0].requestTimeout: invalid duration",
+        "spec.backendSettings[0].loadBalancing: invalid header name",
+        "spec.probes[0].path: invalid probe path",
+        "spec.probes[0].host: invalid probe hostname",
+        "spec.routingRules[0].pathNormalization: invalid value",
+        "metadata.annotations[wsgate.dev/load-balancing]: invalid header name",
+        "metadata.annotations[wsgate.dev/max-session-duration]: duration \"9999999h\" exceeds the maximum",
+        "metadata.annotations[wsgate.dev/health-probe-path]: invalid probe path",
+        "metadata.annotations[wsgate.dev/path-normalization]: invalid value",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+}

@@ -141,6 +141,28 @@ pub struct BackendSettingsSpec {
     /// HTTP response cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// Cookie-based session affinity issued by wsgate; present = on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_cookie: Option<AffinityCookieSpec>,
+}
+
+/// The affinity cookie wsgate sets and follows: requests carrying it go to the endpoint that
+/// served the client before, while that endpoint is ready and healthy.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AffinityCookieSpec {
+    /// Cookie name (default `wsgate_affinity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Max-Age` as a duration (`12h`) or seconds; default: a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// `Path` (default: the routing rule's path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `Strict`, `Lax` (default) or `None` (always sent with `Secure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
 }
 
 /// Load-balancing policy.
@@ -340,6 +362,11 @@ pub struct RoutingRule {
     /// Name of backend settings; defaults apply when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_settings: Option<String>,
+    /// `Normalize` (default: the backend receives the normalised path) or `KeepOriginal` (the
+    /// backend receives the path as the client sent it; matching and the firewall still use the
+    /// normalised path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_normalization: Option<String>,
 }
 
 /// A path and how it matches.

@@ -10,7 +10,7 @@ mod timeout;
 pub use conditions::{Pattern, RequestConditions, RequestFacts, ValueMatch, query_param};
 pub use filters::{HeaderEdits, PathChange, Redirect, Rewrite, RouteFilters};
 pub use matching::{HostMatch, PathMatch};
-pub use timeout::Timeout;
+pub use timeout::{Timeout, parse_bounded};
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -109,6 +109,11 @@ pub struct Route {
     /// Weighted backends `(index, weight)` when there are several (`backend` is the first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split: Option<Arc<[(usize, u32)]>>,
+    /// Forward the request path as the client sent it instead of the normalised one (matching
+    /// still uses the normalised path): annotation `path-normalization: keep-original`, Gateway
+    /// `routingRules[].pathNormalization: KeepOriginal`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forward_original_path: bool,
 }
 
 /// Sort key of a route: the path's precedence, then its conditions' (smaller first).
@@ -132,6 +137,7 @@ impl Route {
             conditions: None,
             filters: None,
             split: None,
+            forward_original_path: false,
         }
     }
 
@@ -258,6 +264,9 @@ pub struct BackendSettings {
     pub cache: bool,
     /// Active health probe, if any.
     pub probe: Option<Probe>,
+    /// Cookie-based session affinity issued by wsgate; `None` = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinityCookie>,
 }
 
 impl Default for BackendSettings {
@@ -272,8 +281,50 @@ impl Default for BackendSettings {
             websocket: WebSocketSettings::default(),
             cache: false,
             probe: None,
+            affinity: None,
         }
     }
+}
+
+/// The affinity cookie wsgate sets and follows (annotation `wsgate.dev/affinity: cookie`, Gateway
+/// `backendSettings[].affinityCookie`): it names the endpoint that served a client, so later
+/// requests and the WebSocket upgrade of the same client reach it while it is available.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AffinityCookie {
+    /// Cookie name (an RFC 6265 token).
+    pub name: String,
+    /// `Max-Age`; off = a session cookie (no `Max-Age`).
+    pub max_age: Timeout,
+    /// `Path`; `None` = the path of the route that issued it.
+    pub path: Option<String>,
+    /// `SameSite` attribute.
+    pub same_site: SameSite,
+}
+
+/// Default name of the affinity cookie.
+pub const DEFAULT_AFFINITY_COOKIE: &str = "wsgate_affinity";
+
+impl Default for AffinityCookie {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_AFFINITY_COOKIE.into(),
+            max_age: Timeout::Off,
+            path: None,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+/// The cookie `SameSite` attribute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum SameSite {
+    /// Sent on same-site requests only.
+    Strict,
+    /// Also sent on top-level cross-site navigations (the browsers' default).
+    #[default]
+    Lax,
+    /// Sent on every request; browsers require `Secure` with it, so wsgate always adds it.
+    None,
 }
 
 /// WebSocket policy of a backend.

@@ -14,6 +14,10 @@ pub enum Timeout {
 }
 
 impl Timeout {
+    /// The longest duration any setting accepts (30 days): larger values are configuration
+    /// errors, so no timer arithmetic can overflow and no `u64` of milliseconds can wrap.
+    pub const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
     /// A limit of `s` seconds (`0` = off).
     pub const fn secs(s: u64) -> Self {
         if s == 0 {
@@ -40,17 +44,31 @@ impl Timeout {
         }
     }
 
-    /// Parses `30s`, `5m`, `1h30m`, `250ms`; `0s` = off.
+    /// Parses `30s`, `5m`, `1h30m`, `250ms`; `0s` = off; at most [`Timeout::MAX`].
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text == "0" {
             return Ok(Timeout::Off);
         }
-        humantime::parse_duration(text)
-            .map(Timeout::from_duration)
-            .map_err(|e| format!("invalid duration {text:?} ({e}); expected e.g. 30s, 5m, 1h"))
+        parse_bounded(text).map(Timeout::from_duration)
     }
 }
+
+/// Parses a duration (`30s`, `5m`, `1h30m`, `250ms`) of at most [`Timeout::MAX`], with an error
+/// that names the value and the bound.
+pub fn parse_bounded(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}); expected e.g. 30s, 5m, 1h"))?;
+    if d > Timeout::MAX {
+        return Err(format!(
+            "duration {text:?} exceeds the maximum of 30 days (720h)"
+        ));
+    }
+    Ok(d)
+}
+
+impl Timeout {}
 
 impl std::fmt::Display for Timeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +88,18 @@ impl Serialize for Timeout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(Timeout::parse("720h"), Ok(Timeout::After(Timeout::MAX)));
+        for big in ["721h", "500000000000y", "18446744073709551615ms", "31d"] {
+            let e = Timeout::parse(big).unwrap_err();
+            assert!(
+                e.contains(big) && (e.contains("maximum") || e.contains("invalid")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn parses_common_forms() {

@@ -62,12 +62,18 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// The client side of a connection from `peer`.
     pub fn new(peer: IpAddr, tls: bool) -> Self {
         Self {
             peer,
             tls,
             peer_text: peer.to_string().into(),
         }
+    }
+
+    /// `peer` as text.
+    pub fn peer_text(&self) -> &str {
+        &self.peer_text
     }
 }
 
@@ -146,6 +152,30 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
+}
+
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Client-identity headers that CDNs and load balancers set. From a peer that is not a trusted
+/// proxy they are claims by the client itself, so they are removed (`X-Real-IP` is always
+/// replaced by the address wsgate determined).
+pub const IDENTITY_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+];
+
+/// Sets `X-Real-IP` to `client` (the address wsgate determined, see [`client_ip`], as text) and,
+/// unless the TCP peer is a trusted proxy, removes the [`IDENTITY_HEADERS`].
+pub fn set_identity(headers: &mut HeaderMap, client: &str, peer_trusted: bool) {
+    if !peer_trusted && headers.keys().any(|k| IDENTITY_HEADERS.contains(k)) {
+        for name in &IDENTITY_HEADERS {
+            headers.remove(name);
+        }
+    }
+    set(headers, X_REAL_IP, client);
 }
 
 /// The client's address: the socket peer, or, when the peer is a trusted proxy, the right-most
@@ -233,6 +263,32 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         set_forwarding(&mut h, &client, "a.example", &trusted);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+    }
+
+    #[test]
+    fn identity_headers_from_untrusted_peers_are_removed() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "cf-connecting-ip",
+        ] {
+            h.insert(
+                HeaderName::from_static(n),
+                HeaderValue::from_static("6.6.6.6"),
+            );
+        }
+        h.insert("fastly-client-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        let mut trusted = h.clone();
+        set_identity(&mut h, "10.1.2.3", false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        set_identity(&mut trusted, "203.0.113.9", true);
+        assert_eq!(trusted.len(), 6);
+        assert_eq!(trusted["x-real-ip"], "203.0.113.9");
+        assert_eq!(trusted["cf-connecting-ip"], "6.6.6.6");
     }
 
     #[test]

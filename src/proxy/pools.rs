@@ -1,18 +1,30 @@
 //! Runtime state of backends, kept across table swaps: per-pool connection pools and cursors,
 //! per-endpoint health and load counters, and endpoint choice (round robin, least connections,
 //! rendezvous hashing) over the endpoints that are available now.
+//!
+//! Passive health is bounded so that clients cannot take a backend out for everyone:
+//! a 5xx streak ejects only when it spans several distinct requests, at most
+//! `--max-ejection-percent` of a pool is ever ejected (at least one endpoint stays), and when no
+//! endpoint is available at all the pool is in panic mode and every endpoint is used.
 
+use super::registry::Registry;
 use crate::ir::{
     Backend, BackendProtocol, BackendSettings, Endpoint, HashOn, LoadBalancing, Timeout,
 };
-use std::collections::HashMap;
+use parking_lot::Mutex;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Consecutive connect failures or 5xx answers that eject an endpoint passively.
 pub(crate) const PASSIVE_FAILURES: u32 = 5;
+/// Distinct requests (method + normalised path) a failure streak must span to eject. A transport
+/// failure (connect, reset, timeout) always counts as a distinct request: it is the backend's.
+/// A 5xx may be the request's own fault (one URL that always fails), so a client repeating one
+/// or two failing URLs never ejects an endpoint.
+pub(crate) const DISTINCT_FAILING_REQUESTS: usize = 3;
 /// First passive ejection; doubles with each consecutive ejection up to [`MAX_EJECTION`].
 pub(crate) const BASE_EJECTION: Duration = Duration::from_secs(5);
 /// Longest passive ejection.
@@ -28,12 +40,17 @@ pub(crate) struct EndpointState {
     /// Verdict of the active probe (true when there is none).
     pub(crate) probe_healthy: AtomicBool,
     consecutive_failures: AtomicU32,
+    /// Distinct request keys of the current failure streak (at most
+    /// [`DISTINCT_FAILING_REQUESTS`]); touched only when a request fails.
+    failing_requests: Mutex<Vec<u64>>,
     ejections: AtomicU32,
     ejected_until_ms: AtomicU64,
     epoch: Instant,
     up_gauge: prometheus::IntGauge,
     /// Idle keep-alive connections to this endpoint.
     pub(crate) idle: super::upstream::IdleConns,
+    /// Its affinity cookie value, computed on first use (the key is fixed per process).
+    affinity_token: std::sync::OnceLock<Box<str>>,
 }
 
 impl EndpointState {
@@ -51,10 +68,27 @@ impl EndpointState {
         until == 0 || until <= self.now_ms()
     }
 
-    /// Records a connect failure or 5xx; ejects after [`PASSIVE_FAILURES`] in a row.
+    /// Records a transport failure (connect, reset, timeout): always the backend's fault.
     pub(crate) fn failure(&self) {
-        if self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1 >= PASSIVE_FAILURES {
+        static TRANSPORT: AtomicU64 = AtomicU64::new(0);
+        // A key no request has: each transport failure counts as its own request.
+        self.failure_of(u64::MAX - TRANSPORT.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// Records a failure of the request identified by `request`; ejects after
+    /// [`PASSIVE_FAILURES`] in a row spanning [`DISTINCT_FAILING_REQUESTS`] distinct requests.
+    fn failure_of(&self, request: u64) {
+        let distinct = {
+            let mut seen = self.failing_requests.lock();
+            if seen.len() < DISTINCT_FAILING_REQUESTS && !seen.contains(&request) {
+                seen.push(request);
+            }
+            seen.len()
+        };
+        let streak = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak >= PASSIVE_FAILURES && distinct >= DISTINCT_FAILING_REQUESTS {
             self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.failing_requests.lock().clear();
             let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(5);
             let ban = (BASE_EJECTION * 2u32.pow(n)).min(MAX_EJECTION);
             self.ejected_until_ms
@@ -68,6 +102,7 @@ impl EndpointState {
     pub(crate) fn success(&self) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.failing_requests.lock().clear();
         }
         if self.ejections.load(Ordering::Relaxed) != 0
             && self.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
@@ -77,13 +112,19 @@ impl EndpointState {
         }
     }
 
-    /// Records a backend's answer: a 5xx counts as a failure, anything else as a success.
-    pub(crate) fn answered(&self, status: http::StatusCode) {
+    /// Records a backend's answer to the request identified by `request`: a 5xx counts as a
+    /// failure of that request, anything else as a success.
+    pub(crate) fn answered(&self, status: http::StatusCode, request: u64) {
         if status.is_server_error() {
-            self.failure();
+            self.failure_of(request);
         } else {
             self.success();
         }
+    }
+
+    /// Whether a probe passes and the endpoint is passively ejected now.
+    fn ejected(&self) -> bool {
+        self.probe_healthy.load(Ordering::Relaxed) && !self.available()
     }
 
     /// Sets the active probe's verdict.
@@ -94,18 +135,30 @@ impl EndpointState {
         self.refresh_gauge();
     }
 
+    /// The affinity cookie value that names this endpoint.
+    pub(crate) fn affinity_token(&self, key: &ring::hmac::Key) -> &str {
+        self.affinity_token
+            .get_or_init(|| super::affinity::token(key, &self.pool, &self.label))
+    }
+
     pub(crate) fn refresh_gauge(&self) {
         self.up_gauge.set(i64::from(self.available()));
     }
 }
 
-/// Holds one unit of an endpoint's load while a request or session uses it.
-pub(crate) struct Lease(pub(crate) Arc<EndpointState>);
+/// Holds one unit of an endpoint's load while a request or session uses it; the second field
+/// identifies the request (see [`EndpointState::answered`]).
+pub(crate) struct Lease(pub(crate) Arc<EndpointState>, u64);
 
 impl Lease {
-    fn new(ep: Arc<EndpointState>) -> Self {
+    pub(crate) fn new(ep: Arc<EndpointState>, request: u64) -> Self {
         ep.active.fetch_add(1, Ordering::Relaxed);
-        Lease(ep)
+        Lease(ep, request)
+    }
+
+    /// Records the backend's answer to this lease's request.
+    pub(crate) fn answered(&self, status: http::StatusCode) {
+        self.0.answered(status, self.1);
     }
 }
 
@@ -168,21 +221,85 @@ fn empty_client_config() -> rustls::ClientConfig {
 pub(crate) struct BoundPool {
     pub(crate) runtime: Arc<PoolRuntime>,
     pub(crate) endpoints: Arc<[Arc<EndpointState>]>,
+    /// Most endpoints that may be passively ejected at once (`--max-ejection-percent`, at most
+    /// all but one).
+    max_ejected: usize,
+}
+
+/// How many of `n` endpoints may be ejected at once with `percent`: rounded down, never all.
+pub(crate) fn max_ejected(n: usize, percent: u8) -> usize {
+    (n * usize::from(percent.min(100)) / 100).min(n.saturating_sub(1))
 }
 
 /// What a consistent hash is computed from for one request.
 pub(crate) type HashKey<'a> = Option<std::borrow::Cow<'a, [u8]>>;
 
 impl BoundPool {
-    /// Chooses an available endpoint by `policy`, or `None` when none is available.
-    pub(crate) fn pick(&self, policy: &LoadBalancing, key: HashKey<'_>) -> Option<Lease> {
-        // No list is collected: this runs for every request.
-        let available = || self.endpoints.iter().filter(|e| e.available());
-        let n = available().count();
+    /// The available endpoint whose affinity cookie value is `token`.
+    pub(crate) fn find_by_token(
+        &self,
+        token: &str,
+        key: &ring::hmac::Key,
+    ) -> Option<&Arc<EndpointState>> {
+        self.endpoints
+            .iter()
+            .find(|e| e.available() && e.affinity_token(key) == token)
+    }
+
+    /// Chooses an available endpoint by `policy` for the request identified by `request`, or
+    /// `None` when the pool has no endpoints.
+    pub(crate) fn pick(
+        &self,
+        policy: &LoadBalancing,
+        key: HashKey<'_>,
+        request: u64,
+    ) -> Option<Lease> {
+        // No list is collected while every endpoint is available: this runs for every request.
+        let n = self.endpoints.iter().filter(|e| e.available()).count();
+        if n == self.endpoints.len() {
+            let all = || self.endpoints.iter();
+            return Self::choose(all, n, policy, key, &self.runtime, request);
+        }
+        let usable = self.usable();
+        let list = || usable.iter().copied();
+        Self::choose(list, usable.len(), policy, key, &self.runtime, request)
+    }
+
+    /// The endpoints to use while some are unavailable: the available ones, plus the ejected
+    /// ones that exceed the ejection bound (those whose ejection ends first), or every endpoint
+    /// when none is left (panic mode: a possibly wrong health verdict beats a certain 503).
+    fn usable(&self) -> Vec<&Arc<EndpointState>> {
+        let mut usable: Vec<&Arc<EndpointState>> =
+            self.endpoints.iter().filter(|e| e.available()).collect();
+        let mut ejected: Vec<&Arc<EndpointState>> =
+            self.endpoints.iter().filter(|e| e.ejected()).collect();
+        if ejected.len() > self.max_ejected {
+            ejected.sort_by_key(|e| e.ejected_until_ms.load(Ordering::Relaxed));
+            let readmit = ejected.len() - self.max_ejected;
+            usable.extend(ejected.into_iter().take(readmit));
+        }
+        if usable.is_empty() {
+            tracing::debug!(pool = %self.endpoints.first().map_or("", |e| &*e.pool), "no endpoint available: panic mode, using all");
+            usable.extend(self.endpoints.iter());
+        }
+        usable
+    }
+
+    fn choose<'a, I>(
+        available: impl Fn() -> I,
+        n: usize,
+        policy: &LoadBalancing,
+        key: HashKey<'_>,
+        runtime: &PoolRuntime,
+        request: u64,
+    ) -> Option<Lease>
+    where
+        I: Iterator<Item = &'a Arc<EndpointState>> + Clone,
+    {
         if n == 0 {
             return None;
         }
-        let turn = self.runtime.cursor.fetch_add(1, Ordering::Relaxed);
+        let turn = runtime.cursor.fetch_add(1, Ordering::Relaxed);
         let chosen = match (policy, key) {
             (LoadBalancing::LeastConnections, _) => {
                 // Rotate the start so equal loads are spread in turn.
@@ -203,7 +320,7 @@ impl BoundPool {
             }
             _ => available().nth(turn % n),
         }?;
-        Some(Lease::new(chosen.clone()))
+        Some(Lease::new(chosen.clone(), request))
     }
 }
 
@@ -243,19 +360,22 @@ type EndpointKey = (Arc<str>, Endpoint);
 
 /// Finds runtime state by identity, creating it when new; forgets what no table uses.
 pub(crate) struct PoolRegistry {
-    pools: Mutex<HashMap<PoolKey, Weak<PoolRuntime>>>,
-    endpoints: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
+    pools: Registry<PoolKey, PoolRuntime>,
+    endpoints: Registry<EndpointKey, EndpointState>,
     up: prometheus::IntGaugeVec,
     epoch: Instant,
+    /// `--max-ejection-percent`.
+    max_ejection_percent: u8,
 }
 
 impl PoolRegistry {
-    pub(crate) fn new(up: prometheus::IntGaugeVec) -> Self {
+    pub(crate) fn new(up: prometheus::IntGaugeVec, max_ejection_percent: u8) -> Self {
         Self {
-            pools: Default::default(),
-            endpoints: Default::default(),
+            pools: Registry::default(),
+            endpoints: Registry::default(),
             up,
             epoch: Instant::now(),
+            max_ejection_percent,
         }
     }
 
@@ -268,82 +388,154 @@ impl PoolRegistry {
             st.protocol,
             st.ca_pem.as_ref().map(|c| c.0.clone()),
         );
-        let runtime = {
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            match pools.get(&key).and_then(Weak::upgrade) {
-                Some(p) => p,
-                None => {
-                    let p = Arc::new(PoolRuntime::new(&backend.settings));
-                    pools.insert(key, Arc::downgrade(&p));
-                    p
-                }
-            }
-        };
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let runtime = self
+            .pools
+            .get_or_insert_with(key, || PoolRuntime::new(&backend.settings));
         let endpoints: Vec<Arc<EndpointState>> = backend
             .endpoints
             .iter()
             .map(|ep| {
                 let key = (backend.id.clone(), ep.clone());
-                if let Some(s) = eps.get(&key).and_then(Weak::upgrade) {
-                    return s;
-                }
-                let label = ep.to_string();
-                let s = Arc::new(EndpointState {
-                    pool: backend.id.clone(),
-                    endpoint: ep.clone(),
-                    up_gauge: self
-                        .up
-                        .with_label_values(&[backend.id.as_ref(), label.as_str()]),
-                    label,
-                    active: AtomicUsize::new(0),
-                    probe_healthy: AtomicBool::new(true),
-                    consecutive_failures: AtomicU32::new(0),
-                    ejections: AtomicU32::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                    epoch: self.epoch,
-                    idle: Default::default(),
-                });
-                s.refresh_gauge();
-                eps.insert(key, Arc::downgrade(&s));
-                s
+                self.endpoints
+                    .get_or_insert_with(key, || self.new_endpoint(backend, ep))
             })
             .collect();
         BoundPool {
             runtime,
+            max_ejected: max_ejected(endpoints.len(), self.max_ejection_percent),
             endpoints: endpoints.into(),
         }
     }
 
+    fn new_endpoint(&self, backend: &Backend, ep: &Endpoint) -> EndpointState {
+        let label = ep.to_string();
+        let s = EndpointState {
+            pool: backend.id.clone(),
+            endpoint: ep.clone(),
+            up_gauge: self
+                .up
+                .with_label_values(&[backend.id.as_ref(), label.as_str()]),
+            label,
+            active: AtomicUsize::new(0),
+            probe_healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            epoch: self.epoch,
+            idle: Default::default(),
+            affinity_token: Default::default(),
+            failing_requests: Mutex::new(Vec::new()),
+        };
+        s.refresh_gauge();
+        s
+    }
+
     /// Closes idle backend connections that timed out or were closed by their backend.
     pub(crate) fn reap_idle(&self) {
-        let live: Vec<Arc<EndpointState>> = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for ep in live {
+        for ep in self.endpoints.live() {
             ep.idle.reap();
         }
     }
 
     /// Forgets state no table refers to any more and drops its `wsgate_backend_up` series.
     pub(crate) fn prune(&self) {
-        self.pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, w| w.strong_count() > 0);
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        eps.retain(|(pool, ep), w| {
-            let live = w.strong_count() > 0;
-            if !live {
-                let _ = self
-                    .up
-                    .remove_label_values(&[pool.as_ref(), ep.to_string().as_str()]);
-            }
-            live
+        self.pools.prune(|_| {});
+        self.endpoints.prune(|(pool, ep)| {
+            let _ = self
+                .up
+                .remove_label_values(&[pool.as_ref(), ep.to_string().as_str()]);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u16, percent: u8) -> BoundPool {
+        let up =
+            prometheus::IntGaugeVec::new(prometheus::Opts::new("up", "up"), &["pool", "endpoint"])
+                .unwrap();
+        let registry = PoolRegistry::new(up, percent);
+        registry.bind(&Backend {
+            id: "ns/p".into(),
+            endpoints: (1..=n)
+                .map(|port| Endpoint {
+                    host: "127.0.0.1".into(),
+                    port,
+                })
+                .collect(),
+            settings: BackendSettings::default(),
+        })
+    }
+
+    fn picked(p: &BoundPool) -> std::collections::BTreeSet<u16> {
+        (0..20)
+            .filter_map(|_| p.pick(&LoadBalancing::RoundRobin, None, 1))
+            .map(|l| l.0.endpoint.port)
+            .collect()
+    }
+
+    #[test]
+    fn one_failing_url_never_ejects() {
+        let p = pool(2, 50);
+        for _ in 0..50 {
+            p.endpoints[0].answered(http::StatusCode::INTERNAL_SERVER_ERROR, 7);
+        }
+        assert!(p.endpoints[0].available());
+        for key in 1..=5 {
+            p.endpoints[0].answered(http::StatusCode::BAD_GATEWAY, key);
+        }
+        assert!(
+            !p.endpoints[0].available(),
+            "distinct failing requests eject"
+        );
+        assert_eq!(picked(&p), [2].into());
+    }
+
+    #[test]
+    fn transport_failures_always_count() {
+        let p = pool(2, 50);
+        for _ in 0..5 {
+            p.endpoints[1].failure();
+        }
+        assert!(!p.endpoints[1].available());
+    }
+
+    #[test]
+    fn ejection_is_bounded_and_one_endpoint_always_stays() {
+        assert_eq!(max_ejected(1, 50), 0);
+        assert_eq!(max_ejected(2, 50), 1);
+        assert_eq!(max_ejected(3, 50), 1);
+        assert_eq!(max_ejected(4, 100), 3);
+        assert_eq!(max_ejected(4, 0), 0);
+        // The only endpoint: ejected by its own state, still used.
+        let p = pool(1, 50);
+        for _ in 0..5 {
+            p.endpoints[0].failure();
+        }
+        assert!(!p.endpoints[0].available());
+        assert_eq!(picked(&p), [1].into());
+        // Two of four ejected at 50 %: both stay out; a third ejection readmits one.
+        let p = pool(4, 50);
+        for ep in p.endpoints.iter().take(3) {
+            for _ in 0..5 {
+                ep.failure();
+            }
+        }
+        let got = picked(&p);
+        assert_eq!(got.len(), 2, "{got:?}: one healthy, one readmitted");
+        assert!(got.contains(&4));
+    }
+
+    #[test]
+    fn panic_mode_uses_every_endpoint_when_none_is_available() {
+        let p = pool(2, 50);
+        for ep in p.endpoints.iter() {
+            ep.set_probe_healthy(false);
+        }
+        assert_eq!(picked(&p), [1, 2].into());
+        let empty = pool(0, 50);
+        assert!(empty.pick(&LoadBalancing::RoundRobin, None, 1).is_none());
     }
 }

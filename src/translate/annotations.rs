@@ -118,11 +118,7 @@ pub(crate) fn settings_from(
             ),
             "health-probe-path" => {
                 probe_set = true;
-                let checked = if value.starts_with('/') {
-                    Ok(value.clone())
-                } else {
-                    Err(format!("invalid path {value:?}; must start with \"/\""))
-                };
+                let checked = super::settings::parse_probe_path(value);
                 apply(d, obj, &field, checked, &mut probe.path, false);
             }
             "health-probe-interval" => apply(
@@ -165,14 +161,30 @@ pub(crate) fn settings_from(
                 &mut probe.status_codes,
                 false,
             ),
-            "health-probe-hostname" => probe.host = value.trim().to_string(),
+            "health-probe-hostname" => apply(
+                d,
+                obj,
+                &field,
+                super::settings::parse_probe_host(value),
+                &mut probe.host,
+                false,
+            ),
             "health-probe-port" => apply(d, obj, &field, parse_int(value), &mut probe.port, false),
             "cache" => apply(d, obj, &field, parse_bool(value), &mut s.cache, false),
             // Read by `firewall::from_annotations`.
             "allowed-origins" | "ip-allow" | "ip-deny" | "rate-limit" => {}
+            // Read by `affinity::from_annotations`.
+            "affinity"
+            | "affinity-cookie-name"
+            | "affinity-cookie-max-age"
+            | "affinity-cookie-path"
+            | "affinity-cookie-samesite" => {}
+            // Read by `keep_original_path`.
+            "path-normalization" => {}
             _ => d.warn(obj, &field, format!("unknown annotation {key:?}; ignored")),
         }
     }
+    s.affinity = super::affinity::from_annotations(annotations, obj, diags);
     if probe_set {
         s.probe = Some(probe);
     } else if annotations
@@ -187,6 +199,37 @@ pub(crate) fn settings_from(
         );
     }
     s
+}
+
+/// `wsgate.dev/path-normalization`: `normalize` (default: the backend receives the normalised
+/// path) or `keep-original` (the backend receives the path as sent; matching still uses the
+/// normalised one). Returns whether the original is kept; an invalid value warns.
+pub(crate) fn keep_original_path(
+    annotations: Option<&BTreeMap<String, String>>,
+    obj: &ObjectRef,
+    diags: &mut Diagnostics,
+) -> bool {
+    let key = "wsgate.dev/path-normalization";
+    let Some(value) = annotations.and_then(|a| a.get(key)) else {
+        return false;
+    };
+    let mut keep = false;
+    let parsed = parse_path_normalization(value);
+    let field = format!("metadata.annotations[{key}]");
+    apply(diags, obj, &field, parsed, &mut keep, false);
+    keep
+}
+
+/// Parses a path normalisation mode (`normalize` / `keep-original`, any case, also the Gateway
+/// spellings `Normalize` / `KeepOriginal`) into "keep the original path".
+pub(crate) fn parse_path_normalization(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "normalize" => Ok(false),
+        "keep-original" | "keeporiginal" => Ok(true),
+        other => Err(format!(
+            "invalid value {other:?}; expected normalize or keep-original"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub(crate) struct Target {
     pub backend: usize,
     /// Firewall index from [`TableBuilder::firewall`].
     pub firewall: Option<usize>,
+    /// See [`crate::ir::Route::forward_original_path`].
+    pub forward_original_path: bool,
 }
 
 /// What a route may carry besides its path (Gateway API matches, filters, weighted backends).
@@ -226,6 +228,7 @@ impl TableBuilder {
                     conditions: c.extras.conditions,
                     filters: c.extras.filters,
                     split: c.extras.split,
+                    forward_original_path: c.target.forward_original_path,
                     ..Route::new(c.id, c.path, c.target.backend, c.target.firewall)
                 });
         }
@@ -243,12 +246,15 @@ impl TableBuilder {
                 );
                 continue;
             }
-            let route = Route::new(
-                d.id,
-                PathMatch::Prefix("/".into()),
-                d.target.backend,
-                d.target.firewall,
-            );
+            let route = Route {
+                forward_original_path: d.target.forward_original_path,
+                ..Route::new(
+                    d.id,
+                    PathMatch::Prefix("/".into()),
+                    d.target.backend,
+                    d.target.firewall,
+                )
+            };
             defaults.insert(d.port, (route, d.origin));
         }
 

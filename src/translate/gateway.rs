@@ -391,9 +391,20 @@ impl<'a> Ctx<'a> {
                 endpoints: eps.clone().into(),
                 settings: set,
             });
+            let forward_original_path = match rule.path_normalization.as_deref() {
+                None => false,
+                Some(v) => match super::annotations::parse_path_normalization(v) {
+                    Ok(keep) => keep,
+                    Err(e) => {
+                        diags.error(&self.obj, format!("{field}.pathNormalization"), e);
+                        continue;
+                    }
+                },
+            };
             let target = Target {
                 backend,
                 firewall: self.firewall,
+                forward_original_path,
             };
             routes += self.place(rule, &field, &paths, target, listeners, b, diags);
         }

@@ -74,6 +74,8 @@ fn translate_one(
     let settings = settings_from(ing.metadata.annotations.as_ref(), &obj, diags);
     let firewall = firewall::from_annotations(ing.metadata.annotations.as_ref(), &obj, diags)
         .map(|f| b.firewall(f));
+    let forward_original_path =
+        super::annotations::keep_original_path(ing.metadata.annotations.as_ref(), &obj, diags);
     let created = ing
         .metadata
         .creation_timestamp
@@ -97,6 +99,7 @@ fn translate_one(
         let target = Target {
             backend: b.backend(backend),
             firewall,
+            forward_original_path,
         };
         b.default_route(
             port,
@@ -146,6 +149,7 @@ fn translate_one(
             let target = Target {
                 backend: b.backend(backend),
                 firewall,
+                forward_original_path,
             };
             // The path as written keeps `/ws` (Exact) and `/ws/` (Prefix) apart in metrics.
             let id: Arc<str> = format!("{ns}/{}/{host}{text}", obj.name).into();

@@ -2,6 +2,7 @@
 //!
 //! No I/O and no clock. Bad input becomes a diagnostic and is left out; it never stops the rest.
 
+mod affinity;
 mod annotations;
 mod backends;
 mod builder;

@@ -44,6 +44,44 @@ pub(crate) fn parse_status_codes<'a>(
     Ok(out)
 }
 
+/// A probe request path: starts with `/`, visible ASCII only, a valid request target.
+pub(crate) fn parse_probe_path(v: &str) -> Result<String, String> {
+    let visible = v.bytes().all(|b| b.is_ascii_graphic());
+    if !v.starts_with('/') || !visible || v.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(format!(
+            "invalid probe path {v:?}; must start with \"/\" and contain no spaces or control characters"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// A probe `Host` value: empty (the endpoint's address) or `host[:port]`.
+pub(crate) fn parse_probe_host(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    crate::http::request::parse_authority(v)
+        .map(|_| v.to_string())
+        .map_err(|_| format!("invalid probe hostname {v:?}; expected a host name or address"))
+}
+
+/// A header name to hash on, lower-cased.
+pub(crate) fn parse_header_name(v: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(v.as_bytes())
+        .map(|n| n.as_str().to_string())
+        .map_err(|_| format!("invalid header name {v:?}"))
+}
+
+/// A cookie name (an RFC 9110 token).
+pub(crate) fn parse_cookie_name(v: &str) -> Result<String, String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if v.is_empty() || !v.bytes().all(tchar) {
+        return Err(format!("invalid cookie name {v:?}"));
+    }
+    Ok(v.to_string())
+}
+
 /// Parses the annotation form of load balancing.
 pub(crate) fn parse_lb_annotation(text: &str) -> Result<LoadBalancing, String> {
     let text = text.trim();
@@ -60,10 +98,12 @@ pub(crate) fn parse_lb_annotation(text: &str) -> Result<LoadBalancing, String> {
         Ok(LoadBalancing::ConsistentHash(HashOn::SourceIp))
     } else if let Some(h) = named("hash-header:") {
         Ok(LoadBalancing::ConsistentHash(HashOn::Header(
-            h.to_ascii_lowercase(),
+            parse_header_name(&h)?,
         )))
     } else if let Some(c) = named("hash-cookie:") {
-        Ok(LoadBalancing::ConsistentHash(HashOn::Cookie(c)))
+        Ok(LoadBalancing::ConsistentHash(HashOn::Cookie(
+            parse_cookie_name(&c)?,
+        )))
     } else {
         Err(format!(
             "invalid value {text:?}; expected round-robin, least-connections, hash-source-ip, hash-header:NAME or hash-cookie:NAME"
@@ -144,12 +184,10 @@ pub(crate) fn from_spec(
             "LeastConnections" => Ok(LoadBalancing::LeastConnections),
             "ConsistentHash" => match &lb.hash_on {
                 Some(h) => match (&h.cookie, &h.header, h.source_ip) {
-                    (Some(c), None, None | Some(false)) => {
-                        Ok(LoadBalancing::ConsistentHash(HashOn::Cookie(c.clone())))
-                    }
-                    (None, Some(hd), None | Some(false)) => Ok(LoadBalancing::ConsistentHash(
-                        HashOn::Header(hd.to_ascii_lowercase()),
-                    )),
+                    (Some(c), None, None | Some(false)) => parse_cookie_name(c)
+                        .map(|c| LoadBalancing::ConsistentHash(HashOn::Cookie(c))),
+                    (None, Some(hd), None | Some(false)) => parse_header_name(hd)
+                        .map(|h| LoadBalancing::ConsistentHash(HashOn::Header(h))),
                     (None, None, Some(true)) => Ok(LoadBalancing::ConsistentHash(HashOn::SourceIp)),
                     _ => Err("hashOn needs exactly one of cookie, header, sourceIP".to_string()),
                 },
@@ -201,6 +239,14 @@ pub(crate) fn from_spec(
     if let Some(c) = &spec.cache {
         s.cache = c.enabled;
     }
+    if let Some(c) = &spec.affinity_cookie {
+        s.affinity = Some(super::affinity::from_spec(
+            c,
+            &f("affinityCookie"),
+            obj,
+            diags,
+        ));
+    }
     if let Some(name) = &spec.probe {
         match probes.iter().position(|p| &p.name == name) {
             Some(i) => {
@@ -240,14 +286,24 @@ fn probe_from_spec(
         );
     }
     if let Some(v) = &spec.path {
-        if v.starts_with('/') {
-            p.path = v.clone();
-        } else {
-            diags.error(obj, f("path"), format!("path {v:?} must start with \"/\""));
-        }
+        apply(
+            diags,
+            obj,
+            &f("path"),
+            parse_probe_path(v),
+            &mut p.path,
+            true,
+        );
     }
     if let Some(v) = &spec.host {
-        p.host = v.clone();
+        apply(
+            diags,
+            obj,
+            &f("host"),
+            parse_probe_host(v),
+            &mut p.host,
+            true,
+        );
     }
     if let Some(v) = spec.port {
         p.port = v;
@@ -285,6 +341,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn probe_values_are_validated() {
+        assert!(parse_probe_path("/healthz?x=1").is_ok());
+        for bad in ["healthz", "/health z", "/a\r\nX: y", "/a\t", ""] {
+            assert!(parse_probe_path(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_probe_host("").unwrap(), "");
+        assert!(parse_probe_host("svc.ns:8080").is_ok());
+        for bad in ["a\r\nX: y", "a b", "a/b"] {
+            assert!(parse_probe_host(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn status_codes() {
         assert_eq!(
             parse_status_codes(["200-399", "404"]),
@@ -308,6 +377,9 @@ mod tests {
             )))
         );
         assert!(parse_lb_annotation("hash-header:").is_err());
+        assert!(parse_lb_annotation("hash-header:X\nY").is_err());
+        assert!(parse_lb_annotation("hash-header:X Y").is_err());
+        assert!(parse_lb_annotation("hash-cookie:a;b").is_err());
         assert!(parse_lb_annotation("random").is_err());
     }
 }

@@ -90,6 +90,23 @@ impl BackendBody {
         body
     }
 
+    /// A body decoded from bytes already in memory, followed by the end of the connection (the
+    /// decoder without a socket: fuzzing and tests).
+    pub(crate) fn from_bytes(buf: BytesMut, framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::UntilClose => State::UntilClose,
+        };
+        BackendBody {
+            io: None,
+            buf,
+            state,
+            home: None,
+        }
+    }
+
     /// The body ended as framed: park the connection if it is clean and allowed to be reused.
     fn finish(&mut self) {
         self.state = State::Done;

@@ -122,8 +122,13 @@ pub(crate) fn parse_response(
             .map_err(|_| HeadError::Invalid(format!("value of header {:?}", h.name)))?;
         headers.append(name, value);
     }
-    buf.advance(len);
     let (framing, framing_reusable) = framing(method, status, &headers)?;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // The body reaches the client de-chunked and re-framed by hyper: a Content-Length sent
+        // beside Transfer-Encoding would not describe it (RFC 9112 6.3: Transfer-Encoding wins).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    buf.advance(len);
     let close = super::super::headers::has_token(&headers, header::CONNECTION, "close");
     let keep_alive = version == Version::HTTP_11 && !close && framing_reusable;
     Ok(Some(ResponseHead {
@@ -148,14 +153,27 @@ fn framing(
         return Ok((Framing::Empty, true));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
+        let codings: Vec<&str> = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or("?"))
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+            .filter(|t| !t.is_empty())
+            .collect();
+        // Transfer-Encoding is hop-by-hop: wsgate decodes `chunked` and re-frames the body, so
+        // any other coding (gzip, ...) would reach the client undeclared. Refused (502).
+        if let Some(other) = codings.iter().find(|t| !t.eq_ignore_ascii_case("chunked")) {
+            return Err(HeadError::Invalid(format!(
+                "unsupported transfer coding {other:?}"
+            )));
+        }
+        if codings.len() != 1 {
+            return Err(HeadError::Invalid(
+                "Transfer-Encoding must be exactly \"chunked\"".into(),
+            ));
+        }
+        let chunked = true;
         // Both Transfer-Encoding and Content-Length: chunked wins, and the connection is not
         // trusted with another request (RFC 9112 6.3, smuggling hygiene).
         let reusable = chunked && !headers.contains_key(header::CONTENT_LENGTH);
@@ -239,21 +257,27 @@ mod tests {
             Method::GET,
         );
         assert_eq!(h.framing, Framing::Empty);
-        let h = head(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
-            Method::GET,
-        );
-        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        for unknown in [
+            "gzip, chunked",
+            "gzip",
+            "chunked, chunked",
+            "chunked, identity",
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {unknown}\r\n\r\n");
+            assert!(
+                matches!(parse(&raw, Method::GET), Err(HeadError::Invalid(_))),
+                "{unknown}"
+            );
+        }
         let h = head(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n",
             Method::GET,
         );
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
-        let h = head(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-            Method::GET,
+        assert!(
+            !h.headers.contains_key(header::CONTENT_LENGTH),
+            "Content-Length beside Transfer-Encoding is dropped"
         );
-        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
         let h = head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
         let h = head(

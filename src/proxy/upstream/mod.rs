@@ -12,7 +12,7 @@
 
 mod body;
 mod exchange;
-mod head;
+pub(crate) mod head;
 mod idle;
 
 pub(crate) use body::BackendBody;

@@ -293,6 +293,7 @@ fn place_rules(
                         Target {
                             backend: first,
                             firewall: None,
+                            forward_original_path: false,
                         },
                         Origin {
                             created: created.clone(),
