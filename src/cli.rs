@@ -107,6 +107,11 @@ pub struct RunArgs {
     /// How long SIGTERM waits for sessions and requests to finish.
     #[arg(long, env = "WSGATE_SHUTDOWN_DRAIN", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_drain: Duration,
+    /// After SIGTERM, WebSocket sessions get their 1001 at random moments spread over this window
+    /// instead of all at once, so clients do not reconnect in one burst; 0s = all at once. Must
+    /// be shorter than --shutdown-drain.
+    #[arg(long, env = "WSGATE_SHUTDOWN_CLOSE_SPREAD", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_close_spread: Duration,
     /// Log format (default: text on a terminal, else json).
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -49,6 +49,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         http_port: args.http_port,
         https_port: args.https_port,
     };
+    let accept_delay = wsgate::app::drain_accept_delay(args.shutdown_drain);
+    if !args.shutdown_close_spread.is_zero()
+        && args.shutdown_close_spread + accept_delay >= args.shutdown_drain
+    {
+        anyhow::bail!(
+            "--shutdown-close-spread {:?} does not fit in --shutdown-drain {:?}: the drain also \
+             keeps listeners open for {:?} first, and sessions need time to close after their 1001",
+            args.shutdown_close_spread,
+            args.shutdown_drain,
+            accept_delay
+        );
+    }
     let proxy = wsgate::proxy::ProxySettings {
         bind: args.bind,
         trusted_proxies: args.trusted_proxies.clone(),
@@ -57,7 +69,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         cache_max_bytes: args.cache_max_bytes,
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        drain_accept_delay: wsgate::app::drain_accept_delay(args.shutdown_drain),
+        drain_accept_delay: accept_delay,
+        close_spread: args.shutdown_close_spread,
         affinity_key: wsgate::ir::Redacted(args.affinity_key.0.clone().into_bytes()),
     };
     let Some(config) = args.config.clone() else {

@@ -472,9 +472,20 @@ async fn secure_on_https_listeners() {
         "{:?}",
         r.set_cookies
     );
-    // The same route over plain HTTP: no Secure.
+    // The same route over plain HTTP: no Secure, even when the client claims HTTPS.
     let r = get(srv.http(), "/app", None).await;
     assert!(!r.set_cookies[0].contains("Secure"), "{r:?}");
+    let claims_https = "GET /app HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n";
+    let r = Reply::parse(&raw_exchange_full(srv.http(), claims_https).await);
+    assert!(!r.set_cookies[0].contains("Secure"), "{r:?}");
+
+    // Behind a trusted proxy that terminated TLS, its X-Forwarded-Proto counts.
+    let behind_lb = TestServer::start_tuned(&[("app.yaml", ingress(&[a.addr], &[]))], |p| {
+        p.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]
+    })
+    .await;
+    let r = Reply::parse(&raw_exchange_full(behind_lb.http(), claims_https).await);
+    assert!(r.set_cookies[0].contains("; Secure"), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,23 @@ pub(crate) fn pinned<'p>(
     presented(headers, &cookie.name).find_map(|t| pool.find_by_token(t, key))
 }
 
+/// Whether the client reached wsgate over HTTPS, which decides `Secure`: a TLS listener, or
+/// `X-Forwarded-Proto: https` (its first value) from a `--trusted-proxies` peer, the case of a
+/// load balancer that terminates TLS in front of wsgate.
+pub(crate) fn client_https(
+    tls: bool,
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> bool {
+    tls || (trusted.iter().any(|n| n.contains(&peer))
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https")))
+}
+
 /// The `Set-Cookie` value pinning a client to the endpoint whose value is `token`.
 /// `route_path` is the default `Path`; `secure` says the client connection is TLS.
 pub(crate) fn set_cookie(
@@ -195,6 +212,21 @@ mod tests {
         ] {
             assert!(!well_formed(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn https_from_the_listener_or_a_trusted_proxy_only() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS, http"));
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let inside = std::net::IpAddr::from([10u8, 1, 2, 3]);
+        let outside = std::net::IpAddr::from([192u8, 0, 2, 1]);
+        assert!(client_https(true, outside, &HeaderMap::new(), &[]));
+        assert!(client_https(false, inside, &h, &trusted));
+        assert!(!client_https(false, outside, &h, &trusted));
+        assert!(!client_https(false, inside, &h, &[]));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        assert!(!client_https(false, inside, &h, &trusted));
     }
 
     #[test]

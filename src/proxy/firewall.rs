@@ -1,26 +1,18 @@
 //! Firewall evaluation on every request, including the WebSocket upgrade request, before any
 //! backend connection: IP deny/allow, ordered rules, the Origin allowlist, per-client rate limit.
 
+use super::error::{ProxyError, Reason};
+use super::registry::Registry;
 use crate::ir::{Firewall, RateLimit};
 use http::{HeaderMap, Method, StatusCode, header};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Most client IPs a limiter remembers; beyond it, buckets that are full again are forgotten.
 const MAX_TRACKED_CLIENTS: usize = 100_000;
-
-/// Why a request was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rejection {
-    pub(crate) status: StatusCode,
-    /// `wsgate_rejected_total` reason.
-    pub(crate) reason: &'static str,
-    pub(crate) message: String,
-    /// Seconds, for 429.
-    pub(crate) retry_after: Option<u64>,
-}
 
 struct Bucket {
     tokens: f64,
@@ -45,7 +37,7 @@ impl RateLimiter {
     fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         let rate = f64::from(self.limit.per_second.max(1));
         let burst = f64::from(self.limit.burst.max(1));
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_TRACKED_CLIENTS && !buckets.contains_key(&ip) {
             buckets
                 .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
@@ -75,7 +67,7 @@ pub(crate) struct CompiledFirewall {
 /// Keeps rate-limit state per firewall identity across table swaps.
 #[derive(Default)]
 pub(crate) struct LimiterRegistry {
-    limiters: Mutex<HashMap<Arc<str>, Weak<RateLimiter>>>,
+    limiters: Registry<Arc<str>, RateLimiter>,
 }
 
 impl LimiterRegistry {
@@ -93,16 +85,12 @@ impl LimiterRegistry {
             })
             .collect();
         let limiter = fw.rate_limit.map(|limit| {
-            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, w| w.strong_count() > 0);
-            match map.get(&fw.id).and_then(Weak::upgrade) {
-                Some(l) if l.limit == limit => l,
-                _ => {
-                    let l = Arc::new(RateLimiter::new(limit));
-                    map.insert(fw.id.clone(), Arc::downgrade(&l));
-                    l
-                }
-            }
+            self.limiters.prune(|_| {});
+            self.limiters.get_or_make(
+                fw.id.clone(),
+                |l| l.limit == limit,
+                || RateLimiter::new(limit),
+            )
         });
         CompiledFirewall {
             fw: fw.clone(),
@@ -112,13 +100,8 @@ impl LimiterRegistry {
     }
 }
 
-fn forbid(reason: &'static str, message: String) -> Rejection {
-    Rejection {
-        status: StatusCode::FORBIDDEN,
-        reason,
-        message,
-        retry_after: None,
-    }
+fn forbid(reason: Reason, message: String) -> ProxyError {
+    ProxyError::new(StatusCode::FORBIDDEN, reason, message)
 }
 
 impl CompiledFirewall {
@@ -130,14 +113,17 @@ impl CompiledFirewall {
         headers: &HeaderMap,
         client: IpAddr,
         websocket: bool,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), ProxyError> {
         let fw = &self.fw;
         if fw.ip_deny.iter().any(|n| n.contains(&client)) {
-            return Err(forbid("firewall", format!("client {client} is denied")));
+            return Err(forbid(
+                Reason::Firewall,
+                format!("client {client} is denied"),
+            ));
         }
         if !fw.ip_allow.is_empty() && !fw.ip_allow.iter().any(|n| n.contains(&client)) {
             return Err(forbid(
-                "firewall",
+                Reason::Firewall,
                 format!("client {client} is not allowed"),
             ));
         }
@@ -160,23 +146,28 @@ impl CompiledFirewall {
                     break;
                 }
                 return Err(forbid(
-                    "firewall",
+                    Reason::Firewall,
                     format!("denied by firewall rule {:?}", rule.name),
                 ));
             }
         }
         if websocket && !fw.allowed_origins.is_empty() {
-            let origin = headers
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
+            let Some(origin) = headers.get(header::ORIGIN) else {
+                return Err(forbid(
+                    Reason::Origin,
+                    "this route accepts WebSockets only from listed origins, and the request \
+                     has no Origin header"
+                        .into(),
+                ));
+            };
+            let origin = origin.to_str().unwrap_or("");
             if !fw
                 .allowed_origins
                 .iter()
                 .any(|o| o.eq_ignore_ascii_case(origin))
             {
                 return Err(forbid(
-                    "origin",
+                    Reason::Origin,
                     format!("Origin {origin:?} is not allowed to open WebSockets here"),
                 ));
             }
@@ -184,15 +175,14 @@ impl CompiledFirewall {
         if let Some(l) = &self.limiter
             && let Err(secs) = l.take(client, Instant::now())
         {
-            return Err(Rejection {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                reason: "rate_limit",
-                message: format!(
-                    "rate limit of {} requests per second exceeded",
-                    l.limit.per_second
-                ),
-                retry_after: Some(secs),
-            });
+            let message = format!(
+                "rate limit of {} requests per second exceeded",
+                l.limit.per_second
+            );
+            return Err(
+                ProxyError::new(StatusCode::TOO_MANY_REQUESTS, Reason::RateLimit, message)
+                    .retry_after(secs),
+            );
         }
         Ok(())
     }

@@ -1,82 +1,23 @@
 //! Opens and closes listening sockets as the table's set of ports changes.
 
-use super::Shared;
-use super::server;
+use super::accounting::Capacity;
+use super::server::{self, Accepted};
+use super::state::Shared;
+use super::table::BindError;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// A port that could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot listen on port {port}: {message}")]
-pub struct BindError {
-    /// The configured port.
-    pub port: u16,
-    /// Why.
-    pub message: String,
-}
 
 struct Running {
     addr: SocketAddr,
     cancel: CancellationToken,
 }
 
-/// An open-connection limit: per listener (`--max-connections N`) or one process-wide limit
-/// derived from the open-file limit (`--max-connections 0`).
-pub(crate) struct Capacity {
-    pub(crate) count: Arc<ConnCount>,
-    pub(crate) limit: usize,
-}
-
-/// The soft open-file limit of this process (Linux `/proc/self/limits`), if known.
-pub(crate) fn open_file_limit() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// The derived default: every proxied session needs two descriptors; keep a reserve for
-/// listeners, probes, config files and logs.
-pub(crate) fn derived_max_connections() -> usize {
-    let nofile = open_file_limit().unwrap_or(1024);
-    (nofile.saturating_sub(128) / 2).max(16)
-}
-
-/// Counts open client connections so a drain can wait for them.
-#[derive(Default)]
-pub(crate) struct ConnCount {
-    open: AtomicUsize,
-    idle: Notify,
-}
-
-/// Decrements the count when a connection ends.
-pub(crate) struct ConnGuard(Arc<ConnCount>);
-
-impl ConnCount {
-    /// Connections open now.
-    pub(crate) fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn enter(self: &Arc<Self>) -> ConnGuard {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        ConnGuard(self.clone())
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
+/// The open listening sockets, one accept loop each.
 pub(crate) struct Listeners {
     shared: Arc<Shared>,
     running: tokio::sync::Mutex<HashMap<u16, Running>>,
@@ -93,7 +34,7 @@ impl Listeners {
     }
 
     /// Makes the set of open listeners equal to `ports`.
-    pub(crate) async fn sync(&self, ports: &[u16]) -> Vec<super::BindError> {
+    pub(crate) async fn sync(&self, ports: &[u16]) -> Vec<BindError> {
         let mut running = self.running.lock().await;
         running.retain(|port, r| {
             let keep = ports.contains(port);
@@ -116,10 +57,7 @@ impl Listeners {
                     let cancel = CancellationToken::new();
                     let capacity = match self.shared.settings.max_connections {
                         0 => self.shared.capacity.clone(),
-                        n => Arc::new(Capacity {
-                            count: Default::default(),
-                            limit: n,
-                        }),
+                        n => Arc::new(Capacity::new(n)),
                     };
                     tokio::spawn(accept_loop(
                         listener,
@@ -136,7 +74,7 @@ impl Listeners {
                         },
                     );
                 }
-                Err(e) => errors.push(super::BindError {
+                Err(e) => errors.push(BindError {
                     port,
                     message: e.to_string(),
                 }),
@@ -144,29 +82,18 @@ impl Listeners {
         }
         let mut bound: Vec<(u16, SocketAddr)> = running.iter().map(|(p, r)| (*p, r.addr)).collect();
         bound.sort();
-        *self.bound.lock().unwrap_or_else(|p| p.into_inner()) = bound;
+        *self.bound.lock() = bound;
         errors
     }
 
     pub(crate) fn bound(&self) -> Vec<(u16, SocketAddr)> {
-        self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.bound.lock().clone()
     }
 
     pub(crate) async fn close_all(&self) {
         let mut running = self.running.lock().await;
         for (_, r) in running.drain() {
             r.cancel.cancel();
-        }
-    }
-
-    /// Resolves once no client connection is open.
-    pub(crate) async fn wait_idle(&self) {
-        loop {
-            let notified = self.shared.conns.idle.notified();
-            if self.shared.conns.open.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
         }
     }
 }
@@ -183,7 +110,7 @@ async fn accept_loop(
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if capacity.count.open() >= capacity.limit {
+                    if capacity.full() {
                         // Refuse early and cheaply; established sessions keep their descriptors.
                         drop(stream);
                         shared.metrics.rejected.with_label_values(&["", "max_connections"]).inc();
@@ -191,9 +118,10 @@ async fn accept_loop(
                     }
                     let guards = (shared.conns.enter(), capacity.count.enter());
                     let _ = stream.set_nodelay(true);
-                    match shared.tls_configs.load().get(&port).cloned() {
+                    let accepted = move |tls| Accepted { peer, port, tls, guards };
+                    match shared.table.load().tls(port).cloned() {
                         None => {
-                            tokio::spawn(server::serve(stream, peer, port, false, shared.clone(), guards));
+                            tokio::spawn(server::serve(stream, accepted(false), shared.clone()));
                         }
                         Some(config) => {
                             let shared = shared.clone();
@@ -202,7 +130,7 @@ async fn accept_loop(
                             tokio::spawn(async move {
                                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                                 match tokio::time::timeout(shared.settings.header_timeout, accept).await {
-                                    Ok(Ok(tls)) => server::serve(tls, peer, port, true, shared, guards).await,
+                                    Ok(Ok(tls)) => server::serve(tls, accepted(true), shared).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, port, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, port, "TLS handshake timed out"),
                                 }

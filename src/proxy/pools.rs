@@ -2,14 +2,15 @@
 //! per-endpoint health and load counters, and endpoint choice (round robin, least connections,
 //! rendezvous hashing) over the endpoints that are available now.
 
+use super::registry::Registry;
 use crate::ir::{
     Backend, BackendProtocol, BackendSettings, Endpoint, HashOn, LoadBalancing, Timeout,
 };
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Consecutive connect failures or 5xx answers that eject an endpoint passively.
 pub(crate) const PASSIVE_FAILURES: u32 = 5;
@@ -262,8 +263,8 @@ type EndpointKey = (Arc<str>, Endpoint);
 
 /// Finds runtime state by identity, creating it when new; forgets what no table uses.
 pub(crate) struct PoolRegistry {
-    pools: Mutex<HashMap<PoolKey, Weak<PoolRuntime>>>,
-    endpoints: Mutex<HashMap<EndpointKey, Weak<EndpointState>>>,
+    pools: Registry<PoolKey, PoolRuntime>,
+    endpoints: Registry<EndpointKey, EndpointState>,
     up: prometheus::IntGaugeVec,
     epoch: Instant,
 }
@@ -271,8 +272,8 @@ pub(crate) struct PoolRegistry {
 impl PoolRegistry {
     pub(crate) fn new(up: prometheus::IntGaugeVec) -> Self {
         Self {
-            pools: Default::default(),
-            endpoints: Default::default(),
+            pools: Registry::default(),
+            endpoints: Registry::default(),
             up,
             epoch: Instant::now(),
         }
@@ -287,46 +288,16 @@ impl PoolRegistry {
             st.protocol,
             st.ca_pem.as_ref().map(|c| c.0.clone()),
         );
-        let runtime = {
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            match pools.get(&key).and_then(Weak::upgrade) {
-                Some(p) => p,
-                None => {
-                    let p = Arc::new(PoolRuntime::new(&backend.settings));
-                    pools.insert(key, Arc::downgrade(&p));
-                    p
-                }
-            }
-        };
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let runtime = self
+            .pools
+            .get_or_insert_with(key, || PoolRuntime::new(&backend.settings));
         let endpoints: Vec<Arc<EndpointState>> = backend
             .endpoints
             .iter()
             .map(|ep| {
                 let key = (backend.id.clone(), ep.clone());
-                if let Some(s) = eps.get(&key).and_then(Weak::upgrade) {
-                    return s;
-                }
-                let label = ep.to_string();
-                let s = Arc::new(EndpointState {
-                    pool: backend.id.clone(),
-                    endpoint: ep.clone(),
-                    up_gauge: self
-                        .up
-                        .with_label_values(&[backend.id.as_ref(), label.as_str()]),
-                    label,
-                    active: AtomicUsize::new(0),
-                    probe_healthy: AtomicBool::new(true),
-                    consecutive_failures: AtomicU32::new(0),
-                    ejections: AtomicU32::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                    epoch: self.epoch,
-                    idle: Default::default(),
-                    affinity_token: Default::default(),
-                });
-                s.refresh_gauge();
-                eps.insert(key, Arc::downgrade(&s));
-                s
+                self.endpoints
+                    .get_or_insert_with(key, || self.new_endpoint(backend, ep))
             })
             .collect();
         BoundPool {
@@ -335,35 +306,42 @@ impl PoolRegistry {
         }
     }
 
+    fn new_endpoint(&self, backend: &Backend, ep: &Endpoint) -> EndpointState {
+        let label = ep.to_string();
+        let s = EndpointState {
+            pool: backend.id.clone(),
+            endpoint: ep.clone(),
+            up_gauge: self
+                .up
+                .with_label_values(&[backend.id.as_ref(), label.as_str()]),
+            label,
+            active: AtomicUsize::new(0),
+            probe_healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            epoch: self.epoch,
+            idle: Default::default(),
+            affinity_token: Default::default(),
+        };
+        s.refresh_gauge();
+        s
+    }
+
     /// Closes idle backend connections that timed out or were closed by their backend.
     pub(crate) fn reap_idle(&self) {
-        let live: Vec<Arc<EndpointState>> = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for ep in live {
+        for ep in self.endpoints.live() {
             ep.idle.reap();
         }
     }
 
     /// Forgets state no table refers to any more and drops its `wsgate_backend_up` series.
     pub(crate) fn prune(&self) {
-        self.pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, w| w.strong_count() > 0);
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        eps.retain(|(pool, ep), w| {
-            let live = w.strong_count() > 0;
-            if !live {
-                let _ = self
-                    .up
-                    .remove_label_values(&[pool.as_ref(), ep.to_string().as_str()]);
-            }
-            live
+        self.pools.prune(|_| {});
+        self.endpoints.prune(|(pool, ep)| {
+            let _ = self
+                .up
+                .remove_label_values(&[pool.as_ref(), ep.to_string().as_str()]);
         });
     }
 }

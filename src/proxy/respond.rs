@@ -19,11 +19,3 @@ pub fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
         .insert(header::SERVER, HeaderValue::from_static("wsgate"));
     resp
 }
-
-/// Like [`text`], and the client connection is closed after the response.
-pub fn text_and_close(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut resp = text(status, message);
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}

@@ -2,7 +2,7 @@
 //! into borrowed halves without a lock; TLS streams and anything else are boxed and split with
 //! `tokio::io::split`. Bytes that arrived together with the handshake come along as a prefix.
 
-use super::tls::BackendStream;
+use crate::proxy::tls::BackendStream;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use std::io::IoSlice;
@@ -50,6 +50,15 @@ impl Peer {
             tokio_util::either::Either::Right(tls) => Io::Other(tls),
         };
         Peer { io, prefix }
+    }
+
+    /// Any stream (tests use in-memory pipes).
+    #[cfg(test)]
+    pub(crate) fn other(io: impl Duplex + 'static, prefix: Bytes) -> Self {
+        Peer {
+            io: Io::Other(Box::new(io)),
+            prefix,
+        }
     }
 
     /// Read half, write half and the prefix to process before reading.

@@ -1,6 +1,6 @@
 //! The WebSocket handshake gate (client side) and the 101 check (backend side).
 
-use super::headers::has_token;
+use crate::proxy::headers::has_token;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, Method, Request, StatusCode, Version, header};
@@ -61,8 +61,10 @@ pub fn check_client<B>(req: &Request<B>) -> Result<(), GateError> {
     if !has_token(h, header::CONNECTION, "upgrade") {
         return Err(GateError::Malformed("Connection must contain \"upgrade\""));
     }
-    let key = single(h, header::SEC_WEBSOCKET_KEY)
-        .ok_or(GateError::Malformed("Sec-WebSocket-Key missing"))?;
+    let key = exactly_one(h, header::SEC_WEBSOCKET_KEY).map_err(|n| match n {
+        Count::None => GateError::Malformed("Sec-WebSocket-Key missing"),
+        Count::Many => GateError::Malformed("Sec-WebSocket-Key appears more than once"),
+    })?;
     match STANDARD.decode(key.trim()) {
         Ok(raw) if raw.len() == 16 => {}
         _ => {
@@ -71,11 +73,30 @@ pub fn check_client<B>(req: &Request<B>) -> Result<(), GateError> {
             ));
         }
     }
-    match single(h, header::SEC_WEBSOCKET_VERSION).map(str::trim) {
-        Some("13") => Ok(()),
-        Some(_) => Err(GateError::Version),
-        None => Err(GateError::Malformed("Sec-WebSocket-Version missing")),
+    match exactly_one(h, header::SEC_WEBSOCKET_VERSION).map(str::trim) {
+        Ok("13") => Ok(()),
+        Ok(_) => Err(GateError::Version),
+        Err(Count::None) => Err(GateError::Malformed("Sec-WebSocket-Version missing")),
+        Err(Count::Many) => Err(GateError::Malformed(
+            "Sec-WebSocket-Version appears more than once",
+        )),
     }
+}
+
+/// Why a header that must appear once does not.
+enum Count {
+    None,
+    Many,
+}
+
+/// The one value of `name`; a value that is not text counts as absent.
+fn exactly_one(h: &HeaderMap, name: header::HeaderName) -> Result<&str, Count> {
+    let mut all = h.get_all(name).iter();
+    let first = all.next().ok_or(Count::None)?;
+    if all.next().is_some() {
+        return Err(Count::Many);
+    }
+    first.to_str().map_err(|_| Count::None)
 }
 
 fn single(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -155,8 +176,20 @@ mod tests {
     fn gate_matrix() {
         assert_eq!(check_client(&req(|b| b)), Ok(()));
         let bad_version = req(|b| b.header("sec-websocket-version", "8"));
-        // A duplicate version header is itself malformed; replace instead.
-        assert!(check_client(&bad_version).is_err());
+        // A duplicate version header is itself malformed, and said so.
+        assert_eq!(
+            check_client(&bad_version),
+            Err(GateError::Malformed(
+                "Sec-WebSocket-Version appears more than once"
+            ))
+        );
+        let two_keys = req(|b| b.header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(
+            check_client(&two_keys),
+            Err(GateError::Malformed(
+                "Sec-WebSocket-Key appears more than once"
+            ))
+        );
         let mut r = req(|b| b);
         r.headers_mut()
             .insert("sec-websocket-version", "8".parse().unwrap());

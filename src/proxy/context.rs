@@ -1,0 +1,89 @@
+//! What a request handler knows: its connection ([`ConnCtx`]) and, once routed, its route,
+//! backend and client ([`RequestCtx`]). Leaf types every phase shares.
+
+use super::access::SeriesCache;
+use super::accounting::ConnGuard;
+use super::error::ProxyError;
+use super::headers::ClientInfo;
+use super::pools::{BoundPool, EndpointState, Lease, hash_key};
+use super::state::Shared;
+use crate::ir::Backend;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// One client connection.
+pub(crate) struct ConnCtx {
+    /// Proxy state.
+    pub(crate) shared: Arc<Shared>,
+    /// The listener port it arrived on.
+    pub(crate) port: u16,
+    /// Whether it is TLS.
+    pub(crate) tls: bool,
+    /// Peer address and TLS, formatted once.
+    pub(crate) client: ClientInfo,
+    /// The TCP peer.
+    pub(crate) peer: SocketAddr,
+    /// The listener capacity slot; sessions keep the context (and so the slot) alive.
+    pub(crate) _slot: ConnGuard,
+    /// Metric handles of the last request on this connection.
+    pub(crate) series: SeriesCache,
+}
+
+impl ConnCtx {
+    /// The context of a connection accepted on `port` from `peer`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        port: u16,
+        tls: bool,
+        peer: SocketAddr,
+        slot: ConnGuard,
+    ) -> Self {
+        Self {
+            client: ClientInfo::new(peer.ip(), tls),
+            shared,
+            port,
+            tls,
+            peer,
+            _slot: slot,
+            series: SeriesCache::default(),
+        }
+    }
+
+    /// The listener's protocol label for logs: `http` or `https`.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// A routed request as the forwarding phases see it.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestCtx<'a> {
+    /// Route id (metric label).
+    pub(crate) route: &'a str,
+    /// The route's backend.
+    pub(crate) backend: &'a Backend,
+    /// Its runtime state.
+    pub(crate) pool: &'a BoundPool,
+    /// Request host without port.
+    pub(crate) host: &'a str,
+    /// The client's address (trusted proxies resolved).
+    pub(crate) client: IpAddr,
+    /// The connection.
+    pub(crate) conn: &'a Arc<ConnCtx>,
+    /// The available endpoint the request's affinity cookie names.
+    pub(crate) pinned: Option<&'a Arc<EndpointState>>,
+}
+
+impl RequestCtx<'_> {
+    /// Chooses the endpoint the affinity cookie names while it is available, else an available
+    /// endpoint by the backend's policy.
+    pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Result<Lease, ProxyError> {
+        if let Some(ep) = self.pinned.filter(|e| e.available()) {
+            return Ok(Lease::new(ep.clone()));
+        }
+        let policy = &self.backend.settings.load_balancing;
+        self.pool
+            .pick(policy, hash_key(policy, headers, self.client))
+            .ok_or_else(ProxyError::no_endpoints)
+    }
+}
