@@ -34,11 +34,21 @@ source_hash() {
     cd "$SRC"
     go version
     go env GOOS GOARCH
+    echo "$(ldflags)"
     find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | while read -r f; do
       echo "$f"
       cat "$f"
     done
   ) | sha256sum | cut -c1-64
+}
+
+# -s -w, and the Kubernetes version the binaries report (/version, kubelet and node status):
+# without it they say v0.0.0-master, which Helm's kubeVersion checks refuse.
+ldflags() {
+  local v
+  v=$(sed -n 's/^[[:space:]]*k8s.io\/kubernetes v\([0-9][0-9.]*\)$/\1/p' "$SRC/go.mod" | head -1)
+  local x=k8s.io/component-base/version
+  echo "-s -w -X $x.gitVersion=v$v -X $x.gitMajor=${v%%.*} -X $x.gitMinor=$(cut -d. -f2 <<<"$v") -X $x.gitTreeState=clean"
 }
 
 cmd_build() {
@@ -56,7 +66,7 @@ cmd_build() {
   if ! (
     cd "$SRC"
     CGO_ENABLED=0 GOFLAGS="-p=${E2E_BUILD_JOBS:-1} -buildvcs=false -mod=readonly" \
-      nice -n 19 go build -trimpath -ldflags='-s -w' -o "$BIN.tmp" .
+      nice -n 19 go build -trimpath -ldflags="$(ldflags)" -o "$BIN.tmp" .
   ); then
     rm -f "$BIN.tmp"
     die "go build failed (see above)"

@@ -33,4 +33,7 @@ bash e2e/run.sh
 step "Autobahn|Testsuite transparency (core cases, direct vs through wsgate)"
 bash tests/autobahn/through-wsgate.sh
 
+step "e2e: a real single-node cluster (image from the Dockerfile, helm install, WebSocket traffic through pods, rollouts, Prometheus, Grafana dashboard)"
+bash e2e/cluster/run.sh
+
 step "done in $((SECONDS - started))s"

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: `source` -> `translate` -> `ir` -> `proxy` (through an `ArcSwap`).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;

@@ -1,5 +1,8 @@
 //! The HTTP cache over real sockets: hits, Vary, no-store/private/Authorization, revalidation with
 //! ETag, coalescing of concurrent misses, and WebSocket upgrades on a cached route never cached.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

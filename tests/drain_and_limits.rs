@@ -1,6 +1,9 @@
 //! Process-level behaviour: SIGTERM drains the real binary (1001 to every session, in-flight HTTP
 //! completes, exit before the deadline); the connection cap refuses new connections while existing
 //! sessions continue; 100 reloads under load lose nothing.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -3,6 +3,9 @@
 //! 198.18.0.x can be EndpointSlice addresses); without `WSGATE_E2E_KUBE_DIR` every test is skipped.
 //!
 //! Run one at a time (`--test-threads=1`): the last test stops and restarts the API server.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;

@@ -1,6 +1,9 @@
 //! Configuration reloads never drop sessions: 50 open WebSocket sessions survive 20 edits of the
 //! config files with messages flowing, each new route serves within 1 s of its edit, and a bad
 //! edit keeps the last good table serving.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

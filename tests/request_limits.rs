@@ -1,5 +1,8 @@
 //! Request limits over real sockets: header size (431), body size (413, declared and streamed),
 //! and slow clients (slowloris) closed at the header timeout while others are served.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

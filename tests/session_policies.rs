@@ -1,5 +1,8 @@
 //! Session policies over real sockets: every close reason with the close code each side receives
 //! and the metric label counting it; proxy pings with swallowed pongs; liveness rules.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! TLS over real sockets with a CA generated in the test: wss through HTTPS listeners with SNI
 //! certificate selection, rotation with an open session, Ingress spec.tls, a missing Secret that
 //! does not take other hosts down, and wss to a TLS backend with verification (wrong CA -> 502).
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

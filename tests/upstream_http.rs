@@ -2,6 +2,9 @@
 //! reused only when a response ended as framed, request bodies (declared and chunked) delivered
 //! byte for byte, keep-alive connections the backend closed while idle retried transparently,
 //! malformed responses answered 502, and bytes pipelined with a 101 carried into the tunnel.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

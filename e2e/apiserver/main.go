@@ -97,6 +97,17 @@ func (u *userFlags) Set(v string) error {
 }
 
 func main() {
+	// Multi-call: "apiserver kubelet ARGS..." (or a link named kubelet) etc.
+	// run the other node components (see components.go); anything else is
+	// the apiserver itself.
+	if cmd := componentCommand(filepath.Base(os.Args[0])); cmd != nil {
+		os.Exit(runComponent(cmd, os.Args[1:]))
+	}
+	if len(os.Args) > 1 {
+		if cmd := componentCommand(os.Args[1]); cmd != nil {
+			os.Exit(runComponent(cmd, os.Args[2:]))
+		}
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "apiserver: %v\n", err)
 		os.Exit(1)
@@ -114,6 +125,9 @@ func run() error {
 	var users userFlags
 	fs.Var(&users, "token", "extra static-token user: user=NAME[,token=TOKEN][,groups=G1;G2] (repeatable). "+
 		"A user \"wsgate\" with no groups is always present unless given here too.")
+	nodeIP := fs.String("node-ip", "", "cluster mode: listen on all addresses of the (private) network namespace, advertise this "+
+		"address, publish the kubernetes Service endpoints and enable ServiceAccount admission (for a node with a kubelet)")
+	serviceCIDR := fs.String("service-cidr", "10.96.0.0/16", "--service-cluster-ip-range; in cluster mode its first address is a SAN of the serving certificate")
 	var extra stringList
 	fs.Var(&extra, "apiserver-arg", "extra kube-apiserver argument, e.g. --apiserver-arg=--v=2 (repeatable)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -151,7 +165,19 @@ func run() error {
 	server := fmt.Sprintf("https://127.0.0.1:%d", *port)
 
 	// Certificates and keys.
-	caPEM, err := ensurePKI(d)
+	sans := []net.IP{net.ParseIP("10.96.0.1")}
+	if *nodeIP != "" {
+		ip := net.ParseIP(*nodeIP)
+		if ip == nil {
+			return fmt.Errorf("--node-ip %q is not an IP address", *nodeIP)
+		}
+		first, err := firstServiceIP(*serviceCIDR)
+		if err != nil {
+			return err
+		}
+		sans = []net.IP{ip, first}
+	}
+	caPEM, err := ensurePKI(d, sans)
 	if err != nil {
 		return err
 	}
@@ -211,12 +237,18 @@ func run() error {
 	defer etcd.Close()
 
 	// kube-apiserver, in this process.
+	bind, advertise, reconciler := "127.0.0.1", "127.0.0.1", "none"
+	if *nodeIP != "" {
+		// The namespace is private, so all of its addresses are: pods reach the
+		// apiserver through the kubernetes Service (kube-proxy DNAT to nodeIP).
+		bind, advertise, reconciler = "0.0.0.0", *nodeIP, "lease"
+	}
 	args := []string{
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", *etcdPort),
-		"--bind-address=127.0.0.1",
+		"--bind-address=" + bind,
 		fmt.Sprintf("--secure-port=%d", *port),
-		"--advertise-address=127.0.0.1",
-		"--endpoint-reconciler-type=none",
+		"--advertise-address=" + advertise,
+		"--endpoint-reconciler-type=" + reconciler,
 		"--authorization-mode=RBAC",
 		"--token-auth-file=" + tokenFile,
 		"--tls-cert-file=" + filepath.Join(d, "pki", "serving.crt"),
@@ -224,13 +256,15 @@ func run() error {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + filepath.Join(d, "pki", "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(d, "pki", "sa.key"),
-		"--service-cluster-ip-range=10.96.0.0/16",
-		// No controller-manager runs, so no "default" ServiceAccount is ever
-		// created; this plugin would then reject every Pod.
-		"--disable-admission-plugins=ServiceAccount",
+		"--service-cluster-ip-range=" + *serviceCIDR,
 		"--profiling=false",
 		"--event-ttl=10m",
 		fmt.Sprintf("--v=%d", *verbosity),
+	}
+	if *nodeIP == "" {
+		// No controller-manager runs, so no "default" ServiceAccount is ever
+		// created; this plugin would then reject every Pod.
+		args = append(args, "--disable-admission-plugins=ServiceAccount")
 	}
 	args = append(args, extra...)
 	cmd := app.NewAPIServerCommand()
@@ -333,8 +367,9 @@ func waitReady(server string, caPEM []byte, token string, timeout time.Duration,
 
 // ensurePKI creates (or reuses) a CA, a serving certificate for 127.0.0.1 and
 // localhost signed by it, and the service-account signing key. It returns the
-// CA certificate in PEM.
-func ensurePKI(d string) ([]byte, error) {
+// CA certificate in PEM. sans are the extra IP SANs of the serving
+// certificate (the first Service IP, and the node address in cluster mode).
+func ensurePKI(d string, sans []net.IP) ([]byte, error) {
 	p := filepath.Join(d, "pki")
 	if err := os.MkdirAll(p, 0o700); err != nil {
 		return nil, err
@@ -376,7 +411,7 @@ func ensurePKI(d string) ([]byte, error) {
 			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 			DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 				"kubernetes.default.svc.cluster.local"},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.96.0.1")},
+			IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, sans...),
 		}
 		srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &skey.PublicKey, key)
 		if err != nil {
@@ -497,4 +532,21 @@ func portFree(p int) bool {
 	}
 	l.Close()
 	return true
+}
+
+// firstServiceIP is the address kube-apiserver gives the kubernetes Service:
+// the network address of cidr plus one.
+func firstServiceIP(cidr string) (net.IP, error) {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		return nil, fmt.Errorf("--service-cidr: %w", err)
+	}
+	ip := n.IP.To4()
+	if ip == nil {
+		return nil, fmt.Errorf("--service-cidr %q: only IPv4 is supported", cidr)
+	}
+	first := make(net.IP, 4)
+	copy(first, ip)
+	first[3]++
+	return first, nil
 }

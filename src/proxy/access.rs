@@ -1,8 +1,9 @@
 //! The access log line and the request metrics of every request, rejected or not.
 
-use super::context::ConnCtx;
+use crate::metrics::Metrics;
 use http::{Method, StatusCode};
 use parking_lot::Mutex;
+use std::net::SocketAddr;
 use tokio::time::Instant;
 
 /// The `wsgate_http_requests_total` and duration series of one route/method/status, kept per
@@ -35,6 +36,14 @@ pub(crate) fn method_label(m: &Method) -> &'static str {
     }
 }
 
+/// The connection a request came on, as the log sees it.
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    pub(crate) port: u16,
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+}
+
 /// One finished request as the log and the metrics see it.
 pub(crate) struct Entry<'a> {
     pub(crate) route: &'a str,
@@ -50,27 +59,24 @@ pub(crate) struct Entry<'a> {
 }
 
 /// Counts the request and writes its access log line.
-pub(crate) fn record(ctx: &ConnCtx, e: &Entry<'_>) {
+pub(crate) fn record(series: &SeriesCache, m: &Metrics, conn: &Conn, e: &Entry<'_>) {
     let elapsed = e.start.elapsed();
     {
-        let mut last = ctx.series.0.lock();
+        let mut last = series.0.lock();
         let series = match last.take() {
             Some(s) if s.route == e.route && s.method == e.method && s.status == e.status => s,
-            _ => {
-                let m = &ctx.shared.metrics;
-                Series {
-                    route: e.route.to_string(),
-                    method: e.method,
-                    status: e.status,
-                    requests: m.http_requests.with_label_values(&[
-                        e.route,
-                        e.method,
-                        e.status.as_str(),
-                    ]),
-                    duration: (!e.route.is_empty())
-                        .then(|| m.http_duration.with_label_values(&[e.route])),
-                }
-            }
+            _ => Series {
+                route: e.route.to_string(),
+                method: e.method,
+                status: e.status,
+                requests: m.http_requests.with_label_values(&[
+                    e.route,
+                    e.method,
+                    e.status.as_str(),
+                ]),
+                duration: (!e.route.is_empty())
+                    .then(|| m.http_duration.with_label_values(&[e.route])),
+            },
         };
         series.requests.inc();
         if let Some(d) = &series.duration {
@@ -81,9 +87,9 @@ pub(crate) fn record(ctx: &ConnCtx, e: &Entry<'_>) {
     tracing::info!(
         target: "wsgate::access",
         route = e.route,
-        client = %ctx.peer,
-        listener_port = ctx.port,
-        listener_protocol = ctx.scheme(),
+        client = %conn.peer,
+        listener_port = conn.port,
+        listener_protocol = conn.scheme,
         request_id = e.request_id,
         method = e.method,
         host = e.host,

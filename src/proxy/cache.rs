@@ -5,8 +5,9 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CachePolicy};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -61,11 +62,7 @@ pub(crate) struct Leader<'a> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        self.cache
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.cache.inflight.lock().remove(&self.key);
         let _ = self.done.send(true);
     }
 }
@@ -135,7 +132,7 @@ impl HttpCache {
     /// For a miss: `Ok(leader)` if this request should fetch (others wait for it), or `Err(rx)`
     /// to wait for the request already fetching the same key.
     pub(crate) fn begin_miss(&self, key: &str) -> Result<Leader<'_>, watch::Receiver<bool>> {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inflight = self.inflight.lock();
         if let Some(rx) = inflight.get(key) {
             return Err(rx.clone());
         }

@@ -5,8 +5,9 @@ use crate::ir::{Backend, BackendProtocol, Probe};
 use http::{Request, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -47,7 +48,7 @@ impl HealthChecker {
                 wanted.insert(key, (Arc::downgrade(ep), probe.clone(), tls.clone()));
             }
         }
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.tasks.lock();
         tasks.retain(|key, (task, ep)| {
             let keep = wanted.contains_key(key);
             if !keep {

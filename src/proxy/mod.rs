@@ -9,7 +9,7 @@
 //! | request | `pipeline` (phases + the one error rescue), `forward` (HTTP, cache), `websocket/` |
 //! | exchange | `upstream/` (HTTP/1.1 to backends), `rewrite` (heads across the proxy) |
 //! | state | `state` (what connections share), `table` (the compile step), `context`, `access` |
-//! | leaves | `affinity`, `error`, `respond`, `accounting`, `registry`, `settings`, `request_id`, `headers`, `pools`, `firewall`, `health`, `cache`, `tls` |
+//! | leaves | `error`, `respond`, `accounting`, `registry`, `settings`, `request_id`, `affinity`, `headers`, `pools`, `firewall`, `health`, `cache`, `tls` |
 //!
 //! One `ArcSwap<ActiveTable>` holds the compiled table; each request loads it once. Swapping
 //! never touches established connections or sessions.

@@ -40,8 +40,15 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Res
             (rescue(&ctx, &mut outcome, e, &request_id), Some(reason))
         }
     };
+    let conn = access::Conn {
+        peer: ctx.peer,
+        port: ctx.port,
+        scheme: ctx.scheme(),
+    };
     access::record(
-        &ctx,
+        &ctx.series,
+        &ctx.shared.metrics,
+        &conn,
         &Entry {
             route: outcome.route.as_deref().unwrap_or(""),
             method,

@@ -1,4 +1,7 @@
 //! Test support: an in-process wsgate on ephemeral ports, real backends, raw sockets.
+// Tests time real sockets with the wall clock and share plain std mutexes with their threads;
+// the data-path rules of clippy.toml do not apply here.
+#![allow(clippy::disallowed_types)]
 #![allow(dead_code, clippy::result_large_err, clippy::collapsible_match)]
 
 use futures_util::{SinkExt, StreamExt};

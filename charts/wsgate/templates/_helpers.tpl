@@ -86,6 +86,26 @@ Image reference: repository@digest, else repository:tag (tag defaults to the app
 {{- end }}
 
 {{/*
+Close spread in whole seconds: >= 0 and, when set, it must fit in the drain after wsgate's accept
+delay (min(drain / 6, 5 s)), as `wsgate run` checks at start (it refuses to start otherwise).
+*/}}
+{{- define "wsgate.closeSpreadSeconds" -}}
+{{- $spread := .Values.controller.shutdownCloseSpreadSeconds | default 0 }}
+{{- if not (or (kindIs "float64" $spread) (kindIs "int64" $spread) (kindIs "int" $spread)) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds must be a whole number of seconds, got %v" $spread) }}
+{{- end }}
+{{- if or (lt (int $spread) 0) (ne (float64 $spread) (float64 (int $spread))) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds must be a whole number of seconds >= 0, got %v" $spread) }}
+{{- end }}
+{{- $drain := int (include "wsgate.drainSeconds" .) }}
+{{- $accept := minf (divf $drain 6) 5 }}
+{{- if and (gt (int $spread) 0) (ge (addf $spread $accept) (float64 $drain)) }}
+{{- fail (printf "controller.shutdownCloseSpreadSeconds (%d) does not fit in controller.shutdownDrainSeconds (%d): spread + min(drain/6, 5) must be below the drain" (int $spread) $drain) }}
+{{- end }}
+{{- int $spread }}
+{{- end }}
+
+{{/*
 terminationGracePeriodSeconds: strictly above the drain, so the kubelet never SIGKILLs wsgate while it
 is still closing WebSocket sessions with 1001. Default: drain + 15 s (time for the last close
 handshakes, the flush of logs and the Lease release).

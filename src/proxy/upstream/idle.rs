@@ -3,11 +3,12 @@
 //! not become readable, and reaped when too old.
 
 use crate::proxy::tls::BackendStream;
+use parking_lot::Mutex;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
 
 /// Idle connections kept per endpoint.
 pub(crate) const MAX_IDLE: usize = 64;
@@ -32,7 +33,7 @@ impl IdleConns {
     pub(crate) fn checkout(&self, runtime: u64) -> Option<BackendStream> {
         let mut closed = Vec::new();
         let found = {
-            let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stack = self.stack.lock();
             loop {
                 let Some(mut idle) = stack.pop() else {
                     break None;
@@ -53,7 +54,7 @@ impl IdleConns {
 
     /// Parks a connection whose last response was read completely.
     pub(crate) fn park(&self, io: BackendStream, runtime: u64) {
-        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack.lock();
         if stack.len() < MAX_IDLE {
             stack.push(Idle {
                 io,
@@ -65,7 +66,7 @@ impl IdleConns {
 
     /// Closes connections idle for longer than [`IDLE_TIMEOUT`] or closed by the backend.
     pub(crate) fn reap(&self) {
-        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack.lock();
         let before = std::mem::take(&mut *stack);
         let (mut keep, gone): (Vec<_>, Vec<_>) = before
             .into_iter()

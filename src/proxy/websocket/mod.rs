@@ -6,6 +6,7 @@
 //! | `gate` | the client handshake rules and the backend 101 check (pure) |
 //! | `frames` | the frame tracker: bytes in, actions out (pure) |
 //! | `pump` | one direction: carries out the tracker's actions on sockets |
+//! | `state` | what a session's directions and controller share; the proxy's own frames |
 //! | `session` | both directions, the timers, the drain, the session's metrics and log |
 //! | `peer` | the two ends of a session as socket halves |
 
@@ -14,6 +15,7 @@ pub(crate) mod gate;
 mod peer;
 mod pump;
 mod session;
+mod state;
 
 use super::ProxyBody;
 use super::accounting::SessionSlot;

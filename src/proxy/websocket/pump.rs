@@ -3,7 +3,7 @@
 //! a peer that stops reading can never keep a session past its timers.
 
 use super::frames::{Action, Tracker};
-use super::session::{BACKEND, CLIENT, Control, DirCounters, State, close_frame, proxy_frame};
+use super::state::{BACKEND, CLIENT, Control, DirCounters, State, close_frame, proxy_frame};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -131,7 +131,7 @@ where
             tokio::select! {
                 biased;
                 _ = ctl.notify.notified() => continue,
-                _ = super::session::sleep_until_opt(reply_deadline) => {
+                _ = super::state::sleep_until_opt(reply_deadline) => {
                     sink.shutdown().await;
                     return Ok(End::Done);
                 }

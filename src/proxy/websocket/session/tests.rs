@@ -3,8 +3,12 @@
 
 use super::*;
 use bytes::Bytes;
+use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::frame::coding::{Control as Ctl, Data, OpCode};
 
 fn counters() -> [DirCounters; 2] {
