@@ -59,11 +59,11 @@ impl Shared {
     ) -> Self {
         let (drain, _) = watch::channel(false);
         Self {
+            affinity_key: super::affinity::key(&settings.affinity_key.0),
             table: ArcSwap::from_pointee(ActiveTable::empty()),
             registries: Registries::new(&metrics),
             health: HealthChecker::default(),
             cache: HttpCache::new(settings.cache_max_bytes),
-            affinity_key: super::affinity::key(&settings.affinity_key.0),
             metrics,
             settings,
             ready: AtomicBool::new(false),
