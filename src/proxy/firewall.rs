@@ -71,6 +71,11 @@ pub(crate) struct LimiterRegistry {
 }
 
 impl LimiterRegistry {
+    /// Forgets the limiters of firewalls no table uses any more.
+    pub(crate) fn prune(&self) {
+        self.limiters.prune(|_| {});
+    }
+
     /// Compiles a firewall of a new table.
     pub(crate) fn compile(&self, fw: &Firewall) -> CompiledFirewall {
         // Translation validated the patterns; one that still fails never matches.
@@ -85,7 +90,6 @@ impl LimiterRegistry {
             })
             .collect();
         let limiter = fw.rate_limit.map(|limit| {
-            self.limiters.prune(|_| {});
             self.limiters.get_or_make(
                 fw.id.clone(),
                 |l| l.limit == limit,

@@ -113,6 +113,7 @@ impl Proxy {
         shared.table.store(Arc::new(active));
         shared.registries.pools.prune();
         shared.registries.route_sessions.prune(|_| {});
+        shared.registries.limiters.prune();
         if !shared.reaper.swap(true, Ordering::SeqCst) {
             spawn_idle_reaper(Arc::downgrade(shared));
         }
