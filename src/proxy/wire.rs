@@ -74,6 +74,33 @@ pub fn decode_chunked(bytes: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Runs the WebSocket frame tracker over `stream`, fed whole and again cut at `cut`, and returns
+/// both results (forwarded bytes, other events as text); they must be equal for any input.
+pub fn track_frames(stream: &[u8], cut: usize, max_message_bytes: u64) -> [(Vec<u8>, String); 2] {
+    use super::websocket::frames::{Action, Tracker};
+    let run = |cuts: &[usize]| {
+        let mut t = Tracker::new(max_message_bytes, *b"wsgate!!");
+        let (mut forwarded, mut events) = (Vec::new(), String::new());
+        let (mut buf, mut out, mut last) = (Vec::new(), Vec::new(), 0);
+        for &p in cuts.iter().chain([&stream.len()]) {
+            let p = p.min(stream.len()).max(last);
+            buf.extend_from_slice(&stream[last..p]);
+            last = p;
+            let fed = t.feed(&buf, &mut out);
+            for a in out.drain(..) {
+                match a {
+                    Action::Forward(r) => forwarded.extend_from_slice(&buf[r]),
+                    Action::Release(b) => forwarded.extend_from_slice(&b),
+                    other => events.push_str(&format!("{other:?};")),
+                }
+            }
+            buf.drain(..buf.len() - fed.carry);
+        }
+        (forwarded, events)
+    };
+    [run(&[]), run(&[cut])]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! | `session` | both directions, the timers, the drain, the session's metrics and log |
 //! | `peer` | the two ends of a session as socket halves |
 
-mod frames;
+pub(crate) mod frames;
 pub(crate) mod gate;
 mod peer;
 mod pump;
