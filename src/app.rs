@@ -1,20 +1,18 @@
-//! Standalone mode wiring: load files -> translate -> apply, then reload on change and drain on
-//! SIGTERM/SIGINT.
+//! Standalone mode wiring: the reconcile loop over the file source, the admin port, and drain on
+//! SIGTERM/SIGINT; plus the run settings both modes share.
 
 use crate::metrics::Metrics;
 use crate::proxy::{BindError, Proxy, ProxySettings};
-use crate::source::files;
-use crate::source::watch;
-use crate::translate::{self, Options, Severity, Translated};
+use crate::reconcile::files::FileSource;
+use crate::reconcile::{OnError, Reconciler};
+use crate::translate::Options;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Settings of `wsgate run --config`.
+/// The settings both modes share (from the `wsgate run` flags).
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// The YAML file or directory.
-    pub config: PathBuf,
     /// Translation options (class, ports).
     pub options: Options,
     /// Data plane settings.
@@ -50,64 +48,45 @@ pub fn drain_accept_delay(shutdown_drain: Duration) -> Duration {
     (shutdown_drain / 6).min(Duration::from_secs(5))
 }
 
-/// Loads and translates; `Err` holds every error line when the configuration must not be applied.
-pub fn load_and_translate(cfg: &RunConfig) -> Result<Translated, Vec<String>> {
-    let loaded = files::load(&cfg.config);
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    let mut errors: Vec<String> = loaded
-        .errors
-        .iter()
-        .map(|e| format!("error: {e}"))
-        .collect();
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let t = translate::translate(&loaded.snapshot, &cfg.options);
-    for d in t
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Warning)
-    {
-        tracing::warn!(object = %d.object, field = %d.field, "{}", d.message);
-    }
-    errors.extend(
-        t.diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string()),
-    );
-    if errors.is_empty() {
-        Ok(t)
-    } else {
-        Err(errors)
-    }
-}
-
 /// A running standalone server.
 pub struct Server {
     proxy: Proxy,
     admin: SocketAddr,
     cfg: RunConfig,
-    _watcher: watch::FileWatcher,
+    reload: tokio::task::AbortHandle,
 }
 
 impl Server {
-    /// Loads the configuration, opens listeners and the admin port, and starts watching files.
-    pub async fn start(cfg: RunConfig, metrics: Metrics) -> Result<Self, StartError> {
+    /// Loads the configuration at `config` (a YAML file or directory), opens listeners and the
+    /// admin port, and starts the reconcile loop on file changes.
+    pub async fn start(
+        config: PathBuf,
+        cfg: RunConfig,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
         let proxy = Proxy::new(cfg.proxy.clone(), metrics);
-        let translated = load_and_translate(&cfg).map_err(|e| StartError::Invalid(e.join("\n")))?;
-        let errors = proxy.apply(translated.table).await;
-        if !errors.is_empty() {
-            let text: Vec<String> = errors.iter().map(BindError::to_string).collect();
+        // Watch before the first read, so that a change made while it runs is not missed.
+        let source = FileSource::watch(&config).map_err(|e| StartError::Watch {
+            path: config.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut reconciler = Reconciler::new(
+            source,
+            proxy.clone(),
+            cfg.options.clone(),
+            OnError::KeepLastGood,
+        );
+        let first = reconciler
+            .pass()
+            .await
+            .ok_or_else(|| StartError::Invalid("the configuration could not be read".into()))?;
+        if !first.rejected.is_empty() {
+            return Err(StartError::Invalid(first.rejected.join("\n")));
+        }
+        if !first.bind_errors.is_empty() {
+            let text: Vec<String> = first.bind_errors.iter().map(BindError::to_string).collect();
             return Err(StartError::Bind(text.join("\n")));
         }
-        proxy
-            .metrics()
-            .config_reloads
-            .with_label_values(&["ok"])
-            .inc();
         let admin_addr = SocketAddr::new(cfg.proxy.bind, cfg.admin_port);
         let admin = crate::admin::serve(admin_addr, proxy.clone())
             .await
@@ -117,23 +96,19 @@ impl Server {
                     cfg.admin_port
                 ))
             })?;
-        let (watcher, mut ticks) = watch::watch(&cfg.config).map_err(|e| StartError::Watch {
-            path: cfg.config.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let reload_proxy = proxy.clone();
-        let reload_cfg = cfg.clone();
-        tokio::spawn(async move {
-            while ticks.recv().await.is_some() {
-                reload(&reload_proxy, &reload_cfg).await;
-            }
-        });
-        tracing::info!(config = %cfg.config.display(), admin = %admin, "wsgate is serving");
+        // Nobody reads standalone builds; the receiver is kept inside the loop's task.
+        let (builds, keep) = tokio::sync::watch::channel(None);
+        let reload = tokio::spawn(async move {
+            let _keep = keep;
+            reconciler.run(true, builds).await;
+        })
+        .abort_handle();
+        tracing::info!(config = %config.display(), admin = %admin, "wsgate is serving");
         Ok(Self {
             proxy,
             admin,
             cfg,
-            _watcher: watcher,
+            reload,
         })
     }
 
@@ -165,33 +140,10 @@ impl Server {
     }
 }
 
-async fn reload(proxy: &Proxy, cfg: &RunConfig) {
-    let counter = &proxy.metrics().config_reloads;
-    match load_and_translate(cfg) {
-        Ok(t) => {
-            if *proxy.table() == t.table {
-                counter.with_label_values(&["ok"]).inc();
-                tracing::debug!("configuration changed on disk; routing table unchanged");
-                return;
-            }
-            let errors = proxy.apply(t.table).await;
-            for e in &errors {
-                tracing::error!("{e}");
-            }
-            let result = if errors.is_empty() { "ok" } else { "error" };
-            counter.with_label_values(&[result]).inc();
-            tracing::info!(result, "configuration reloaded");
-        }
-        Err(errors) => {
-            counter.with_label_values(&["error"]).inc();
-            for e in &errors {
-                tracing::error!("{e}");
-            }
-            tracing::error!(
-                errors = errors.len(),
-                "configuration rejected; the last good routing table keeps serving"
-            );
-        }
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The loop holds the file watcher and a proxy handle; it ends with the server.
+        self.reload.abort();
     }
 }
 

@@ -1,28 +1,28 @@
 //! `wsgate check`: load and translate offline exactly as `run` does, and report.
 
 use crate::ir::{Listener, Route, RouteTable};
-use crate::source::files::{self, LoadError};
-use crate::translate::{self, Diagnostic, Options, Severity};
+use crate::reconcile::{self, ReadProblem, View, files};
+use crate::translate::{Diagnostic, Options, Severity};
 use std::fmt::Write as _;
 use std::path::Path;
 
 /// Everything `check` found.
 #[derive(Debug)]
 pub struct Report {
-    /// Files or documents that could not be read.
-    pub load_errors: Vec<LoadError>,
-    /// Skipped documents.
-    pub load_warnings: Vec<LoadError>,
+    /// Files or documents that could not be read (errors) or were skipped (warnings).
+    pub read: Vec<ReadProblem>,
     /// Translation errors and warnings.
     pub diagnostics: Vec<Diagnostic>,
     /// The resulting routing table.
     pub table: RouteTable,
+    /// Wanted status of the Gateway API objects.
+    pub gateway_api: crate::translate::gateway_api::GatewayApiReport,
 }
 
 impl Report {
     /// Whether `run` would refuse this configuration.
     pub fn has_errors(&self) -> bool {
-        !self.load_errors.is_empty()
+        self.read.iter().any(|p| p.severity == Severity::Error)
             || self
                 .diagnostics
                 .iter()
@@ -30,43 +30,38 @@ impl Report {
     }
 }
 
-/// Loads and translates `path`.
+/// Loads and translates `path` with the reconcile loop's own read + translate step.
 pub fn check(path: &Path, options: &Options) -> Report {
-    let loaded = files::load(path);
-    let t = translate::translate(&loaded.snapshot, options);
+    let (view, t) = reconcile::evaluate(files::read(path), options);
     Report {
-        load_errors: loaded.errors,
-        load_warnings: loaded.warnings,
+        read: view.problems(),
         diagnostics: t.diagnostics,
         table: t.table,
+        gateway_api: t.gateway_api,
     }
 }
 
 /// The human-readable report `wsgate check` prints.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    for e in &report.load_errors {
-        let _ = writeln!(out, "error: {e}");
-    }
-    for w in &report.load_warnings {
-        let _ = writeln!(out, "warning: {w}");
+    for p in &report.read {
+        let _ = writeln!(out, "{p}");
     }
     for d in &report.diagnostics {
         let _ = writeln!(out, "{d}");
     }
     out.push_str(&render_table(&report.table));
-    let errors = report.load_errors.len()
+    let errors = report
+        .read
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count()
         + report
             .diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
             .count();
-    let warnings = report.load_warnings.len() + report.diagnostics.len()
-        - report
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
+    let warnings = report.read.len() + report.diagnostics.len() - errors;
     let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
     out
 }
@@ -99,6 +94,7 @@ pub fn render_table(table: &RouteTable) -> String {
                 let kind = match r.path {
                     crate::ir::PathMatch::Exact(_) => "Exact",
                     crate::ir::PathMatch::Prefix(_) => "Prefix",
+                    crate::ir::PathMatch::Regex(_) => "RegularExpression",
                 };
                 line(&mut out, "      ", format!("{kind} {}", r.path.path()), r);
             }

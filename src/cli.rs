@@ -1,5 +1,9 @@
 //! Command-line interface (names from `shared/API.md`); every `run` flag is also `WSGATE_<FLAG>`.
 
+use crate::app::RunConfig;
+use crate::names::{is_dns_label, is_dns_subdomain};
+use crate::proxy::ProxySettings;
+use crate::translate::Options;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -22,8 +26,16 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Validate manifests offline exactly as `run` would; exit 1 on errors.
     Check(CheckArgs),
-    /// Print the CRD YAML.
-    Crds,
+    /// Print the CRD YAML of wsgate's own kinds (all, or the one named).
+    Crds(CrdsArgs),
+}
+
+/// `wsgate crds` arguments.
+#[derive(Debug, Args)]
+pub struct CrdsArgs {
+    /// `gateways` or `websocketpolicies`; all when absent.
+    #[arg(value_parser = ["gateways", "websocketpolicies"])]
+    pub which: Option<String>,
 }
 
 /// `wsgate check` arguments.
@@ -40,6 +52,9 @@ pub struct CheckArgs {
     /// Port Ingress TLS hosts are served on.
     #[arg(long, env = "WSGATE_HTTPS_PORT", default_value_t = 8443)]
     pub https_port: u16,
+    /// Serve only this GatewayClass; all of controller wsgate.dev/gateway-controller when absent.
+    #[arg(long, env = "WSGATE_GATEWAY_CLASS")]
+    pub gateway_class: Option<String>,
 }
 
 /// Log line format.
@@ -93,6 +108,9 @@ pub struct RunArgs {
     /// IngressClass to serve.
     #[arg(long, env = "WSGATE_INGRESS_CLASS", default_value = "wsgate")]
     pub ingress_class: String,
+    /// Serve only this GatewayClass (of controller wsgate.dev/gateway-controller); all when absent.
+    #[arg(long, env = "WSGATE_GATEWAY_CLASS")]
+    pub gateway_class: Option<String>,
     /// Namespaces to watch (repeatable); all when absent.
     #[arg(long, env = "WSGATE_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespace: Vec<String>,
@@ -185,5 +203,156 @@ impl RunArgs {
             out.push("--publish-service/--publish-address (controller mode only)");
         }
         out
+    }
+}
+
+impl RunArgs {
+    /// The settings both modes share, from these flags.
+    pub fn run_config(&self) -> RunConfig {
+        RunConfig {
+            options: Options {
+                ingress_class: self.ingress_class.clone(),
+                http_port: self.http_port,
+                https_port: self.https_port,
+                gateway_class: self.gateway_class.clone(),
+            },
+            proxy: ProxySettings {
+                bind: self.bind,
+                trusted_proxies: self.trusted_proxies.clone(),
+                header_timeout: self.header_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_body_bytes: self.max_body_bytes,
+                cache_max_bytes: self.cache_max_bytes,
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                drain_accept_delay: crate::app::drain_accept_delay(self.shutdown_drain),
+                close_spread: self.shutdown_close_spread,
+                affinity_key: crate::ir::Redacted(self.affinity_key.0.clone().into_bytes()),
+                allow_underscore_headers: self.allow_underscore_headers,
+                max_ejection_percent: self.max_ejection_percent,
+            },
+            admin_port: self.admin_port,
+            shutdown_drain: self.shutdown_drain,
+        }
+    }
+
+    /// `--publish-service` / `--publish-address`, checked.
+    pub fn publish(&self) -> Result<Publish, PublishError> {
+        Publish::from_flags(
+            self.publish_service.as_deref(),
+            self.publish_address.as_deref(),
+        )
+    }
+}
+
+impl CheckArgs {
+    /// Translation options of `check` (the same names and defaults as `run`).
+    pub fn options(&self) -> Options {
+        Options {
+            ingress_class: self.ingress_class.clone(),
+            http_port: self.http_port,
+            https_port: self.https_port,
+            gateway_class: self.gateway_class.clone(),
+        }
+    }
+}
+
+/// What goes into Ingress `status.loadBalancer.ingress`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// Neither flag: Ingress status is not written.
+    Nothing,
+    /// `--publish-service NS/NAME`: that Service's load-balancer addresses, else its external IPs,
+    /// else its cluster IP.
+    Service {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// `--publish-address`: fixed IPs or host names (comma-separated).
+    Addresses(Vec<String>),
+}
+
+/// A `--publish-*` flag that cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Not `NAMESPACE/NAME`.
+    #[error("--publish-service {0:?}: expected NAMESPACE/NAME")]
+    Service(String),
+    /// Neither an IP address nor a DNS name.
+    #[error("--publish-address {0:?}: not an IP address or DNS name")]
+    Address(String),
+}
+
+impl Publish {
+    /// Reads `--publish-service` / `--publish-address` (clap already makes them exclusive).
+    pub fn from_flags(service: Option<&str>, address: Option<&str>) -> Result<Self, PublishError> {
+        if let Some(s) = service {
+            let (ns, name) = s
+                .split_once('/')
+                .filter(|(ns, name)| is_dns_label(ns) && is_dns_subdomain(name))
+                .ok_or_else(|| PublishError::Service(s.to_string()))?;
+            return Ok(Self::Service {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            });
+        }
+        if let Some(a) = address {
+            let mut out = Vec::new();
+            for part in a.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                if part.parse::<IpAddr>().is_err() && !is_dns_subdomain(&part.to_ascii_lowercase())
+                {
+                    return Err(PublishError::Address(part.to_string()));
+                }
+                out.push(part.to_string());
+            }
+            if out.is_empty() {
+                return Err(PublishError::Address(a.to_string()));
+            }
+            return Ok(Self::Addresses(out));
+        }
+        Ok(Self::Nothing)
+    }
+
+    /// The `(namespace, name)` of the Service to watch, if any.
+    pub fn service(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Service { namespace, name } => Some((namespace, name)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_flags() {
+        assert_eq!(Publish::from_flags(None, None), Ok(Publish::Nothing));
+        assert_eq!(
+            Publish::from_flags(Some("wsgate-system/wsgate"), None),
+            Ok(Publish::Service {
+                namespace: "wsgate-system".into(),
+                name: "wsgate".into()
+            })
+        );
+        for bad in ["wsgate", "/x", "a/", "A/b", "a/b/c"] {
+            assert_eq!(
+                Publish::from_flags(Some(bad), None),
+                Err(PublishError::Service(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Publish::from_flags(None, Some("203.0.113.7, ws.example.com,2001:db8::1")),
+            Ok(Publish::Addresses(vec![
+                "203.0.113.7".into(),
+                "ws.example.com".into(),
+                "2001:db8::1".into()
+            ]))
+        );
+        assert!(Publish::from_flags(None, Some("not an address")).is_err());
+        assert!(Publish::from_flags(None, Some(" , ")).is_err());
     }
 }

@@ -5,7 +5,6 @@ use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use wsgate::cli::{Cli, Command, LogFormat, RunArgs};
-use wsgate::translate::Options;
 
 /// mimalloc instead of glibc malloc: the proxy allocates a few small buffers per request and
 /// frees them right after, where glibc's free/consolidate paths cost ~15 % of the user-space
@@ -44,11 +43,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for flag in args.not_yet_enforced() {
         tracing::warn!(flag, "flag accepted but not acted on yet in this version");
     }
-    let options = Options {
-        ingress_class: args.ingress_class.clone(),
-        http_port: args.http_port,
-        https_port: args.https_port,
-    };
     let accept_delay = wsgate::app::drain_accept_delay(args.shutdown_drain);
     if !args.shutdown_close_spread.is_zero()
         && args.shutdown_close_spread + accept_delay >= args.shutdown_drain
@@ -61,31 +55,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             accept_delay
         );
     }
-    let proxy = wsgate::proxy::ProxySettings {
-        bind: args.bind,
-        trusted_proxies: args.trusted_proxies.clone(),
-        header_timeout: args.header_timeout,
-        max_header_bytes: args.max_header_bytes,
-        max_body_bytes: args.max_body_bytes,
-        cache_max_bytes: args.cache_max_bytes,
-        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        drain_accept_delay: accept_delay,
-        close_spread: args.shutdown_close_spread,
-        affinity_key: wsgate::ir::Redacted(args.affinity_key.0.clone().into_bytes()),
-        allow_underscore_headers: args.allow_underscore_headers,
-        max_ejection_percent: args.max_ejection_percent,
-    };
+    let run = args.run_config();
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {
-            options,
-            proxy,
-            admin_port: args.admin_port,
-            shutdown_drain: args.shutdown_drain,
+            run,
             watch_namespaces: args.watch_namespace.clone(),
-            publish: wsgate::controller::Publish::from_flags(
-                args.publish_service.as_deref(),
-                args.publish_address.as_deref(),
-            )?,
+            publish: args.publish()?,
             identity: None,
             lease_namespace: None,
         };
@@ -94,14 +69,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller.run_until_signal().await;
         return Ok(());
     };
-    let cfg = wsgate::app::RunConfig {
-        config,
-        options,
-        proxy,
-        admin_port: args.admin_port,
-        shutdown_drain: args.shutdown_drain,
-    };
-    let server = wsgate::app::Server::start(cfg, wsgate::metrics::Metrics::new()).await?;
+    let server = wsgate::app::Server::start(config, run, wsgate::metrics::Metrics::new()).await?;
     server.run_until_signal().await;
     Ok(())
 }
@@ -109,7 +77,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => match wsgate::crd::crd_yaml() {
+        Command::Crds(a) => match wsgate::crd::crds_yaml(a.which.as_deref()) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -120,12 +88,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(a) => {
-            let options = Options {
-                ingress_class: a.ingress_class,
-                http_port: a.http_port,
-                https_port: a.https_port,
-            };
-            let report = wsgate::check::check(&a.path, &options);
+            let report = wsgate::check::check(&a.path, &a.options());
             print!("{}", wsgate::check::render(&report));
             if report.has_errors() {
                 ExitCode::FAILURE

@@ -1,5 +1,6 @@
 //! The `wsgate` binary: `check` reports object and field and exits 1 on errors; `crds` matches
-//! the committed `crds/` (regenerate with `cargo run -- crds > crds/gateways.wsgate.dev.yaml`).
+//! the committed `crds/` (regenerate with `cargo run -- crds gateways > crds/gateways.wsgate.dev.yaml`
+//! and `cargo run -- crds websocketpolicies > crds/websocketpolicies.wsgate.dev.yaml`).
 
 use std::process::Command;
 
@@ -15,7 +16,7 @@ fn wsgate(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn crds_dir_is_current() {
-    let (code, out) = wsgate(&["crds"]);
+    let (code, out) = wsgate(&["crds", "gateways"]);
     assert_eq!(code, 0);
     let committed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -24,9 +25,24 @@ fn crds_dir_is_current() {
     .unwrap();
     assert!(
         committed == out,
-        "crds/ is stale: run `cargo run -- crds > crds/gateways.wsgate.dev.yaml`"
+        "crds/ is stale: run `cargo run -- crds gateways > crds/gateways.wsgate.dev.yaml`"
     );
     assert!(out.contains("shortNames:\n    - wsgw"), "{out}");
+    let (code, policy) = wsgate(&["crds", "websocketpolicies"]);
+    assert_eq!(code, 0);
+    let committed_policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/websocketpolicies.wsgate.dev.yaml"
+    ))
+    .unwrap();
+    assert!(
+        committed_policy == policy,
+        "crds/ is stale: run `cargo run -- crds websocketpolicies > crds/websocketpolicies.wsgate.dev.yaml`"
+    );
+    assert!(policy.contains("shortNames:\n    - wspol"), "{policy}");
+    let (code, all) = wsgate(&["crds"]);
+    assert_eq!(code, 0);
+    assert_eq!(all, committed + &committed_policy);
 }
 
 #[test]

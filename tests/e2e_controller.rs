@@ -103,16 +103,35 @@ where
     }
 }
 
-/// `crds/` plus the Namespace, ClusterRole and Role of manifests/install.yaml (the chart rendered
+/// `crds/`, the Gateway API CRDs, plus the Namespace, ClusterRole and Role of manifests/install.yaml (the chart rendered
 /// with defaults), bound to the controller's user only.
 async fn apply_crds_and_rbac(admin: &Client) {
     let crds = &Api::<CustomResourceDefinition>::all(admin.clone());
-    for entry in std::fs::read_dir(repo("crds")).expect("crds/") {
-        let path = entry.expect("entry").path();
-        for doc in yaml_docs(&path) {
-            create_or_replace(crds, &typed::<CustomResourceDefinition>(doc)).await;
+    // wsgate's own CRDs, and the Gateway API's (standard channel, vendored in the chart).
+    for dir in ["crds", "charts/wsgate/gateway-api-crds"] {
+        for entry in std::fs::read_dir(repo(dir)).expect("CRD directory") {
+            let path = entry.expect("entry").path();
+            for doc in yaml_docs(&path) {
+                create_or_replace(crds, &typed::<CustomResourceDefinition>(doc)).await;
+            }
         }
     }
+    eventually(
+        "the HTTPRoute CRD is established",
+        Duration::from_secs(30),
+        || async move {
+            let crd = crds
+                .get("httproutes.gateway.networking.k8s.io")
+                .await
+                .ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
     eventually(
         "the Gateway CRD is established",
         Duration::from_secs(30),
@@ -1300,5 +1319,191 @@ async fn e2e_5_apiserver_outage() {
         invalid.len(),
         1,
         "one Event for the invalid annotation: {events:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------------ Gateway API
+
+/// Status of a Gateway API object (`plural` in `gateway.networking.k8s.io/v1`) as JSON.
+async fn gwapi_status(a: &Client, ns: Option<&str>, plural: &str, kind: &str, name: &str) -> Value {
+    let ar = kube::api::ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(a.clone(), ns, &ar),
+        None => Api::all_with(a.clone(), &ar),
+    };
+    api.get(name)
+        .await
+        .ok()
+        .and_then(|o| o.data.get("status").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Gateway API in controller mode: GatewayClass / Gateway / HTTPRoute status as the spec says, a
+/// cross-namespace backendRef refused (RefNotPermitted, 503) until a ReferenceGrant allows it,
+/// then a WebSocket session through it; the Gateway's listener counts the attached route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_6_gateway_api_status_and_reference_grant() {
+    let Some(env) = env().await else { return };
+    let a = &env.admin;
+    let (ns, other, class) = ("e2e-gwapi", "e2e-gwapi-routes", "e2e-gwapi");
+    let chat = backend("gw-api", "198.18.0.61").await;
+    namespace(a, ns).await;
+    namespace(a, other).await;
+    service(a, ns, "chat").await;
+    endpoints(a, ns, "chat", &[&chat.ip]).await;
+    let port = free_port();
+    let gc: wsgate::gwapi::GatewayClass = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": class},
+        "spec": {"controllerName": "wsgate.dev/gateway-controller"},
+    }));
+    create_or_replace(&Api::all(a.clone()), &gc).await;
+    let gw: wsgate::gwapi::Gateway = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": ns},
+        "spec": {"gatewayClassName": class, "listeners": [
+            {"name": "web", "protocol": "HTTP", "port": port, "allowedRoutes": {"namespaces": {"from": "All"}}},
+        ]},
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), ns), &gw).await;
+    let route: wsgate::gwapi::HTTPRoute = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "chat", "namespace": other},
+        "spec": {
+            "parentRefs": [{"name": "edge", "namespace": ns, "sectionName": "web"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/chat"}}],
+                       "backendRefs": [{"name": "chat", "namespace": ns, "port": 80}]}],
+        },
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), other), &route).await;
+    let _w = Wsgate::start(
+        &env,
+        "gwapi-1",
+        class,
+        &[
+            "--gateway-class",
+            class,
+            "--watch-namespace",
+            ns,
+            "--watch-namespace",
+            other,
+            "--publish-address",
+            "203.0.113.9",
+        ],
+    )
+    .await;
+    let url = &format!("ws://127.0.0.1:{port}/chat");
+
+    let status = eventually(
+        "GatewayClass Accepted",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(a, None, "gatewayclasses", "GatewayClass", class).await;
+            (condition(&st, "Accepted")?["status"] == "True").then_some(st)
+        },
+    )
+    .await;
+    let features: Vec<&str> = status["supportedFeatures"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(features.contains(&"BackendProtocolWebSocket"), "{status}");
+    assert!(features.contains(&"HTTPRouteRequestTimeout"), "{status}");
+
+    let parent = eventually(
+        "HTTPRoute RefNotPermitted",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(a, Some(other), "httproutes", "HTTPRoute", "chat").await;
+            let p = st["parents"]
+                .as_array()?
+                .iter()
+                .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")?
+                .clone();
+            (condition(&p, "ResolvedRefs")?["reason"] == "RefNotPermitted").then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&parent, "Accepted").expect("Accepted")["status"],
+        "True",
+        "{parent}"
+    );
+    assert_eq!(
+        condition(&parent, "ResolvedRefs").expect("ResolvedRefs")["status"],
+        "False",
+        "{parent}"
+    );
+    assert_eq!(parent["parentRef"]["name"], "edge", "{parent}");
+    assert_eq!(
+        connect(url, &[]).await.err(),
+        Some(503),
+        "not granted: no backend"
+    );
+
+    let gws = eventually(
+        "Gateway Programmed, 1 route",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(a, Some(ns), "gateways", "Gateway", "edge").await;
+            let l = st["listeners"].as_array()?.first()?.clone();
+            (condition(&st, "Programmed")?["status"] == "True" && l["attachedRoutes"] == 1)
+                .then_some(st)
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&gws, "Accepted").expect("Accepted")["status"],
+        "True",
+        "{gws}"
+    );
+    assert_eq!(gws["addresses"][0]["value"], "203.0.113.9", "{gws}");
+    let listener = &gws["listeners"][0];
+    for (t, s) in [
+        ("Accepted", "True"),
+        ("Programmed", "True"),
+        ("ResolvedRefs", "True"),
+        ("Conflicted", "False"),
+    ] {
+        assert_eq!(
+            condition(listener, t).unwrap_or(&Value::Null)["status"],
+            s,
+            "{t}: {listener}"
+        );
+    }
+
+    let grant: wsgate::gwapi::ReferenceGrant = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "routes-to-chat", "namespace": ns},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": other}],
+                 "to": [{"group": "", "kind": "Service", "name": "chat"}]},
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), ns), &grant).await;
+    eventually(
+        "HTTPRoute ResolvedRefs True",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(a, Some(other), "httproutes", "HTTPRoute", "chat").await;
+            let p = st["parents"].as_array()?.first()?.clone();
+            (condition(&p, "ResolvedRefs")?["status"] == "True").then_some(())
+        },
+    )
+    .await;
+    let (mut ws, name) = eventually(
+        "a session through the granted route",
+        Duration::from_secs(10),
+        || async move { who(url, &[]).await.ok() },
+    )
+    .await;
+    assert_eq!(name, chat.name);
+    assert_eq!(
+        ask(&mut ws, "still here").await.as_deref(),
+        Some("still here")
     );
 }

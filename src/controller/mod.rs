@@ -15,37 +15,27 @@ pub mod leader;
 pub mod reflect;
 pub mod status;
 
-pub use status::{Publish, PublishError};
+pub use crate::cli::{Publish, PublishError};
 
+use crate::app::RunConfig;
 use crate::metrics::Metrics;
-use crate::proxy::{BindError, Proxy, ProxySettings};
-use crate::translate::{self, Diagnostic, Options, Translated};
+use crate::proxy::Proxy;
+use crate::reconcile::{OnError, Reconciler};
 use reflect::{Cluster, ClusterView};
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// How long the objects must stay quiet before a rebuild (as in standalone mode).
-pub const QUIET: Duration = Duration::from_millis(100);
-/// The longest a rebuild waits while objects keep changing.
-pub const MAX_DELAY: Duration = Duration::from_millis(500);
 /// How often a replica that is still waiting for its first complete list says so.
 const SYNC_REPORT: Duration = Duration::from_secs(10);
 
 /// Settings of `wsgate run --kubernetes`.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    /// Translation options (class, ports).
-    pub options: Options,
-    /// Data plane settings.
-    pub proxy: ProxySettings,
-    /// `--admin-port`.
-    pub admin_port: u16,
-    /// `--shutdown-drain`.
-    pub shutdown_drain: Duration,
+    /// The settings both modes share.
+    pub run: RunConfig,
     /// `--watch-namespace` (all namespaces when empty).
     pub watch_namespaces: Vec<String>,
     /// `--publish-service` / `--publish-address`.
@@ -81,16 +71,8 @@ pub enum Error {
     },
 }
 
-/// One rebuild: what was read, what translation made of it, and which ports failed to bind.
-#[derive(Debug, Default)]
-pub struct Build {
-    /// The objects read from the cluster.
-    pub view: ClusterView,
-    /// Translation of `view.snapshot`.
-    pub translated: Translated,
-    /// Ports of the applied table that could not be opened.
-    pub bind_errors: Vec<BindError>,
-}
+/// One rebuild of the reconcile loop over the cluster.
+pub type Build = crate::reconcile::Build<ClusterView>;
 
 /// The name of the leader-election Lease for an IngressClass (so that installations serving
 /// different classes in one namespace elect separately).
@@ -142,16 +124,6 @@ pub fn resolve_lease_namespace(configured: Option<&str>, client_default: &str) -
         .unwrap_or_else(|| client_default.to_string())
 }
 
-fn valid_namespace(ns: &str) -> bool {
-    !ns.is_empty()
-        && ns.len() <= 63
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-')
-}
-
 /// A running controller.
 pub struct Controller {
     proxy: Proxy,
@@ -166,8 +138,9 @@ impl Controller {
     /// leader election and the status writer. Returns at once: `/readyz` turns 200 after the
     /// first complete sync.
     pub async fn start(cfg: ControllerConfig, metrics: Metrics) -> Result<Self, Error> {
+        let run = &cfg.run;
         for ns in &cfg.watch_namespaces {
-            if !valid_namespace(ns) {
+            if !crate::names::is_dns_label(ns) {
                 return Err(Error::Namespace(ns.clone()));
             }
         }
@@ -177,44 +150,53 @@ impl Controller {
         let client =
             kube::Client::try_from(kube_config).map_err(|e| Error::Client(e.to_string()))?;
 
-        let proxy = Proxy::new(cfg.proxy.clone(), metrics);
-        let admin_addr = SocketAddr::new(cfg.proxy.bind, cfg.admin_port);
+        let proxy = Proxy::new(run.proxy.clone(), metrics);
+        let admin_addr = SocketAddr::new(run.proxy.bind, run.admin_port);
         let admin = crate::admin::serve(admin_addr, proxy.clone())
             .await
             .map_err(|e| Error::Admin {
-                port: cfg.admin_port,
+                port: run.admin_port,
                 message: e.to_string(),
             })?;
 
         let identity = resolve_identity(cfg.identity.as_deref());
         let lease_ns =
             resolve_lease_namespace(cfg.lease_namespace.as_deref(), client.default_namespace());
-        let mut cluster = Cluster::start(&client, &cfg.watch_namespaces, cfg.publish.service());
+        let optional = reflect::OptionalKinds::discover(&client).await;
+        tracing::info!(?optional, "optional kinds served by the API server");
+        let mut cluster = Cluster::start(
+            &client,
+            &cfg.watch_namespaces,
+            cfg.publish.service(),
+            &optional,
+        );
         let reachable = cluster.reachable();
         let (builds_tx, builds) = watch::channel(None);
         let rebuild_proxy = proxy.clone();
-        let options = cfg.options.clone();
+        let options = run.options.clone();
         tokio::spawn(async move {
             if !cluster.wait_synced(SYNC_REPORT).await {
                 tracing::error!("a reflector stopped before its first list; not serving");
                 return;
             }
             tracing::info!("initial sync of every watched kind complete");
-            rebuild_loop(cluster, rebuild_proxy, options, builds_tx).await;
+            Reconciler::new(cluster, rebuild_proxy, options, OnError::ApplyRest)
+                .run(false, builds_tx)
+                .await;
         });
 
         let election = leader::LeaderElection::start(
             client.clone(),
             leader::LeaseConfig::new(
                 lease_ns.clone(),
-                lease_name(&cfg.options.ingress_class),
+                lease_name(&run.options.ingress_class),
                 identity.clone(),
             ),
             reachable,
         );
         let feedback = status::Feedback::new(
             client,
-            cfg.options.clone(),
+            run.options.clone(),
             cfg.publish.clone(),
             identity.clone(),
         );
@@ -227,7 +209,7 @@ impl Controller {
         tracing::info!(
             admin = %admin,
             identity = %identity,
-            lease = %format!("{lease_ns}/{}", lease_name(&cfg.options.ingress_class)),
+            lease = %format!("{lease_ns}/{}", lease_name(&run.options.ingress_class)),
             namespaces = ?cfg.watch_namespaces,
             "wsgate controller started; waiting for the first complete sync"
         );
@@ -235,7 +217,7 @@ impl Controller {
             proxy,
             admin,
             election,
-            shutdown_drain: cfg.shutdown_drain,
+            shutdown_drain: run.shutdown_drain,
             builds,
         })
     }
@@ -267,92 +249,6 @@ impl Controller {
         self.election.release(Duration::from_secs(2)).await;
         self.proxy.drain(self.shutdown_drain).await;
         tracing::info!("drained; exiting");
-    }
-}
-
-/// Debounces change signals: returns after `QUIET` without a new one, or `MAX_DELAY` after the
-/// first, whichever comes first.
-async fn debounce(changed: &Notify) {
-    changed.notified().await;
-    let deadline = Instant::now() + MAX_DELAY;
-    loop {
-        let wake = (Instant::now() + QUIET).min(deadline);
-        tokio::select! {
-            _ = changed.notified() => {
-                if Instant::now() >= deadline {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(wake) => return,
-        }
-    }
-}
-
-fn diagnostic_keys(ds: &[Diagnostic]) -> HashSet<String> {
-    ds.iter().map(ToString::to_string).collect()
-}
-
-async fn rebuild_loop(
-    cluster: Cluster,
-    proxy: Proxy,
-    options: Options,
-    builds: watch::Sender<Option<Arc<Build>>>,
-) {
-    let changed = cluster.changed();
-    let mut logged: HashSet<String> = HashSet::new();
-    let mut bind_errors: Vec<BindError> = Vec::new();
-    let mut applied = false;
-    loop {
-        let started = Instant::now();
-        let view = cluster.view();
-        let translated = translate::translate(&view.snapshot, &options);
-        // Log each problem once while it lasts (rebuilds happen on every object change).
-        let all: Vec<Diagnostic> = translated
-            .diagnostics
-            .iter()
-            .chain(view.unparsed_gateways.iter().map(|g| &g.diagnostic))
-            .cloned()
-            .collect();
-        let keys = diagnostic_keys(&all);
-        for d in &all {
-            if !logged.contains(&d.to_string()) {
-                tracing::warn!(object = %d.object, field = %d.field, severity = ?d.severity, "{}", d.message);
-            }
-        }
-        logged = keys;
-        if !applied || *proxy.table() != translated.table {
-            bind_errors = proxy.apply(translated.table.clone()).await;
-            for e in &bind_errors {
-                tracing::error!("{e}");
-            }
-            let result = if bind_errors.is_empty() {
-                "ok"
-            } else {
-                "error"
-            };
-            proxy
-                .metrics()
-                .config_reloads
-                .with_label_values(&[result])
-                .inc();
-            tracing::info!(
-                result,
-                first = !applied,
-                took = ?started.elapsed(),
-                problems = all.len(),
-                "routing table applied"
-            );
-            applied = true;
-        }
-        let build = Build {
-            view,
-            translated,
-            bind_errors: bind_errors.clone(),
-        };
-        if builds.send(Some(Arc::new(build))).is_err() {
-            return;
-        }
-        debounce(&changed).await;
     }
 }
 
@@ -413,51 +309,9 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_are_dns_labels() {
-        assert!(valid_namespace("apps-1"));
-        for bad in ["", "Apps", "-a", "a-", "a.b", &"a".repeat(64)] {
-            assert!(!valid_namespace(bad), "{bad}");
-        }
-    }
-
-    #[test]
     fn retry_delays_are_capped() {
         assert_eq!(retry_delay(0), Duration::from_secs(1));
         assert_eq!(retry_delay(3), Duration::from_secs(8));
         assert_eq!(retry_delay(50), Duration::from_secs(30));
-    }
-
-    #[tokio::test]
-    async fn debounce_waits_for_quiet_but_not_longer_than_the_cap() {
-        let n = Arc::new(Notify::new());
-        // A single change: done after QUIET.
-        n.notify_one();
-        let t = Instant::now();
-        debounce(&n).await;
-        assert!(
-            t.elapsed() >= QUIET && t.elapsed() < MAX_DELAY,
-            "{:?}",
-            t.elapsed()
-        );
-        // Changes every 50 ms forever: done at MAX_DELAY.
-        let pinger = {
-            let n = n.clone();
-            tokio::spawn(async move {
-                loop {
-                    n.notify_one();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-        };
-        tokio::task::yield_now().await;
-        let t = Instant::now();
-        debounce(&n).await;
-        assert!(t.elapsed() >= MAX_DELAY, "{:?}", t.elapsed());
-        assert!(
-            t.elapsed() < MAX_DELAY + Duration::from_millis(200),
-            "{:?}",
-            t.elapsed()
-        );
-        pinger.abort();
     }
 }

@@ -4,7 +4,8 @@
 //! keep their last contents (so the last table keeps serving) and the watchers retry with a capped
 //! exponential back-off; a re-list replaces a store atomically once it completes.
 
-use crate::crd::{Gateway, GatewayStatus};
+use crate::crd::{Gateway, GatewayStatus, WebSocketPolicy};
+use crate::gwapi;
 use crate::source::Snapshot;
 use crate::translate::{Diagnostic, ObjectRef, Severity};
 use futures_util::StreamExt;
@@ -113,7 +114,18 @@ macro_rules! trim_meta_only {
         }
     )*};
 }
-trim_meta_only!(Ingress, IngressClass, Service, EndpointSlice, DynamicObject);
+trim_meta_only!(
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    DynamicObject,
+    gwapi::GatewayClass,
+    gwapi::Gateway,
+    gwapi::HTTPRoute,
+    gwapi::ReferenceGrant,
+    WebSocketPolicy
+);
 
 /// A Gateway whose stored form does not parse as this version's `Gateway` type (for example a
 /// field added by a newer CRD). It is left out of the snapshot and reported on its own.
@@ -140,8 +152,47 @@ pub struct ClusterView {
 
 type ReadyFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-/// Readers of every reflector plus the "something changed" signal they share.
-pub struct Cluster {
+/// Kinds watched only when the API server serves them (their CRDs are optional): without the
+/// Gateway API CRDs a watch would fail forever and the replica would never turn ready.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OptionalKinds {
+    /// `gateway.networking.k8s.io/v1` GatewayClass, Gateway, HTTPRoute.
+    pub gateway_api: bool,
+    /// `gateway.networking.k8s.io/v1beta1` ReferenceGrant.
+    pub reference_grants: bool,
+    /// `wsgate.dev/v1alpha1` WebSocketPolicy.
+    pub websocket_policies: bool,
+}
+
+impl OptionalKinds {
+    /// Asks the API server which of the optional kinds it serves (discovery); a failed request
+    /// counts as "not served" and is logged.
+    pub async fn discover(client: &Client) -> Self {
+        async fn serves(client: &Client, group_version: &str, plural: &str) -> bool {
+            match client.list_api_group_resources(group_version).await {
+                Ok(list) => list.resources.iter().any(|r| r.name == plural),
+                Err(e) => {
+                    tracing::info!(api = group_version, error = %e, "API not served; its kinds are not watched");
+                    false
+                }
+            }
+        }
+        Self {
+            gateway_api: serves(client, "gateway.networking.k8s.io/v1", "httproutes").await,
+            reference_grants: serves(
+                client,
+                "gateway.networking.k8s.io/v1beta1",
+                "referencegrants",
+            )
+            .await,
+            websocket_policies: serves(client, "wsgate.dev/v1alpha1", "websocketpolicies").await,
+        }
+    }
+}
+
+/// Readers of every reflector's store (cheap to clone: each store is shared).
+#[derive(Clone, Default)]
+pub struct Stores {
     ingresses: Vec<Store<Ingress>>,
     ingress_classes: Vec<Store<IngressClass>>,
     services: Vec<Store<Service>>,
@@ -149,6 +200,16 @@ pub struct Cluster {
     secrets: Vec<Store<Secret>>,
     gateways: Vec<Store<DynamicObject>>,
     publish: Option<Store<Service>>,
+    gw_classes: Vec<Store<gwapi::GatewayClass>>,
+    gw_gateways: Vec<Store<gwapi::Gateway>>,
+    gw_routes: Vec<Store<gwapi::HTTPRoute>>,
+    gw_grants: Vec<Store<gwapi::ReferenceGrant>>,
+    ws_policies: Vec<Store<WebSocketPolicy>>,
+}
+
+/// Readers of every reflector plus the "something changed" signal they share.
+pub struct Cluster {
+    stores: Stores,
     changed: Arc<Notify>,
     reachable: Arc<Notify>,
     waits: Vec<(String, ReadyFuture)>,
@@ -186,16 +247,15 @@ impl Cluster {
     /// Starts the reflectors: Ingress, Service, EndpointSlice, Secret (TLS only) and Gateway in
     /// each of `namespaces` (all when empty), IngressClass cluster-wide, and the
     /// `--publish-service` Service when given as `(namespace, name)`.
-    pub fn start(client: &Client, namespaces: &[String], publish: Option<(&str, &str)>) -> Self {
+    pub fn start(
+        client: &Client,
+        namespaces: &[String],
+        publish: Option<(&str, &str)>,
+        optional: &OptionalKinds,
+    ) -> Self {
         let changed = Arc::new(Notify::new());
         let mut cluster = Self {
-            ingresses: Vec::new(),
-            ingress_classes: Vec::new(),
-            services: Vec::new(),
-            endpoint_slices: Vec::new(),
-            secrets: Vec::new(),
-            gateways: Vec::new(),
-            publish: None,
+            stores: Stores::default(),
             changed: changed.clone(),
             reachable: Arc::new(Notify::new()),
             waits: Vec::new(),
@@ -213,28 +273,28 @@ impl Cluster {
                 Writer::default(),
                 scope_label("Ingresses", &scope),
             );
-            cluster.ingresses.push(s);
+            cluster.stores.ingresses.push(s);
             let s = cluster.reflect(
                 scoped::<Service>(client, ns),
                 watcher::Config::default(),
                 Writer::default(),
                 scope_label("Services", &scope),
             );
-            cluster.services.push(s);
+            cluster.stores.services.push(s);
             let s = cluster.reflect(
                 scoped::<EndpointSlice>(client, ns),
                 watcher::Config::default(),
                 Writer::default(),
                 scope_label("EndpointSlices", &scope),
             );
-            cluster.endpoint_slices.push(s);
+            cluster.stores.endpoint_slices.push(s);
             let s = cluster.reflect(
                 scoped::<Secret>(client, ns),
                 watcher::Config::default(),
                 Writer::default(),
                 scope_label("Secrets", &scope),
             );
-            cluster.secrets.push(s);
+            cluster.stores.secrets.push(s);
             let s = cluster.reflect(
                 gw,
                 watcher::Config::default(),
@@ -244,7 +304,50 @@ impl Cluster {
                     &scope,
                 ),
             );
-            cluster.gateways.push(s);
+            cluster.stores.gateways.push(s);
+            if optional.gateway_api {
+                let s = cluster.reflect(
+                    scoped::<gwapi::Gateway>(client, ns),
+                    watcher::Config::default(),
+                    Writer::default(),
+                    scope_label("Gateways (gateway.networking.k8s.io/v1)", &scope),
+                );
+                cluster.stores.gw_gateways.push(s);
+                let s = cluster.reflect(
+                    scoped::<gwapi::HTTPRoute>(client, ns),
+                    watcher::Config::default(),
+                    Writer::default(),
+                    scope_label("HTTPRoutes", &scope),
+                );
+                cluster.stores.gw_routes.push(s);
+            }
+            if optional.reference_grants {
+                let s = cluster.reflect(
+                    scoped::<gwapi::ReferenceGrant>(client, ns),
+                    watcher::Config::default(),
+                    Writer::default(),
+                    scope_label("ReferenceGrants", &scope),
+                );
+                cluster.stores.gw_grants.push(s);
+            }
+            if optional.websocket_policies {
+                let s = cluster.reflect(
+                    scoped::<WebSocketPolicy>(client, ns),
+                    watcher::Config::default(),
+                    Writer::default(),
+                    scope_label("WebSocketPolicies", &scope),
+                );
+                cluster.stores.ws_policies.push(s);
+            }
+        }
+        if optional.gateway_api {
+            let s = cluster.reflect(
+                Api::<gwapi::GatewayClass>::all(client.clone()),
+                watcher::Config::default(),
+                Writer::default(),
+                "GatewayClasses".to_string(),
+            );
+            cluster.stores.gw_classes.push(s);
         }
         let s = cluster.reflect(
             Api::<IngressClass>::all(client.clone()),
@@ -252,7 +355,7 @@ impl Cluster {
             Writer::default(),
             "IngressClasses".to_string(),
         );
-        cluster.ingress_classes.push(s);
+        cluster.stores.ingress_classes.push(s);
         if let Some((ns, name)) = publish {
             let s = cluster.reflect(
                 Api::<Service>::namespaced(client.clone(), ns),
@@ -260,7 +363,7 @@ impl Cluster {
                 Writer::default(),
                 format!("the --publish-service Service {ns}/{name}"),
             );
-            cluster.publish = Some(s);
+            cluster.stores.publish = Some(s);
         }
         cluster
     }
@@ -377,6 +480,18 @@ impl Cluster {
 
     /// Everything the stores hold now.
     pub fn view(&self) -> ClusterView {
+        self.stores.view()
+    }
+
+    /// The stores, for reading from another thread.
+    pub fn stores(&self) -> Stores {
+        self.stores.clone()
+    }
+}
+
+impl Stores {
+    /// Everything the stores hold now.
+    pub fn view(&self) -> ClusterView {
         let (gateways, unparsed_gateways) = parse_gateways(collect(&self.gateways));
         ClusterView {
             snapshot: Snapshot {
@@ -386,6 +501,14 @@ impl Cluster {
                 endpoint_slices: collect(&self.endpoint_slices),
                 secrets: collect(&self.secrets),
                 gateways,
+                gateway_api: crate::source::GatewayApi {
+                    classes: collect(&self.gw_classes),
+                    gateways: collect(&self.gw_gateways),
+                    http_routes: collect(&self.gw_routes),
+                    reference_grants: collect(&self.gw_grants),
+                    backend_tls_policies: Vec::new(),
+                    websocket_policies: collect(&self.ws_policies),
+                },
             },
             unparsed_gateways,
             publish_service: self
@@ -463,6 +586,38 @@ pub fn parse_gateways(objects: Vec<DynamicObject>) -> (Vec<Gateway>, Vec<Unparse
         }
     }
     (good, bad)
+}
+
+impl crate::reconcile::View for ClusterView {
+    fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    fn problems(&self) -> Vec<crate::reconcile::ReadProblem> {
+        self.unparsed_gateways
+            .iter()
+            .map(|g| crate::reconcile::ReadProblem {
+                severity: g.diagnostic.severity,
+                location: g.diagnostic.object.to_string(),
+                field: g.diagnostic.field.clone(),
+                message: g.diagnostic.message.clone(),
+            })
+            .collect()
+    }
+}
+
+impl crate::reconcile::Source for Cluster {
+    type View = ClusterView;
+
+    async fn changed(&mut self) -> bool {
+        crate::reconcile::debounce::debounce(&self.changed).await;
+        true
+    }
+
+    fn reader(&self) -> Box<dyn FnOnce() -> ClusterView + Send> {
+        let stores = self.stores.clone();
+        Box::new(move || stores.view())
+    }
 }
 
 #[cfg(test)]

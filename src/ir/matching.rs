@@ -7,8 +7,10 @@ use serde::Serialize;
 pub enum HostMatch {
     /// Exactly this host (lower case).
     Exact(String),
-    /// `*.example.com`: stored as `.example.com`; matches exactly one more label.
+    /// `*.example.com`: stored as `.example.com`; matches exactly one more label (Ingress).
     Wildcard(String),
+    /// `*.example.com` of the Gateway API: stored as `.example.com`; matches one or more labels.
+    Suffix(String),
     /// Any host.
     Any,
 }
@@ -24,14 +26,8 @@ impl HostMatch {
             Some(rest) => (true, rest),
             None => (false, host.as_str()),
         };
-        let valid_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if rest.is_empty() || !rest.split('.').all(valid_label) {
+        // `host` is lower case here, so the Kubernetes label rule applies as is.
+        if rest.is_empty() || !crate::names::is_dns_subdomain(rest) {
             return Err(format!(
                 "invalid hostname {host:?}: expected a DNS name, optionally starting with \"*.\""
             ));
@@ -40,6 +36,14 @@ impl HostMatch {
             HostMatch::Wildcard(format!(".{rest}"))
         } else {
             HostMatch::Exact(host)
+        })
+    }
+
+    /// Parses a Gateway API hostname, whose wildcard matches any number of labels.
+    pub fn parse_gateway_api(host: &str) -> Result<Self, String> {
+        Ok(match Self::parse(host)? {
+            HostMatch::Wildcard(s) => HostMatch::Suffix(s),
+            other => other,
         })
     }
 
@@ -52,6 +56,10 @@ impl HostMatch {
                     && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
                     && !host[..host.len() - suffix.len()].contains('.')
             }
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
             HostMatch::Any => true,
         }
     }
@@ -61,7 +69,8 @@ impl HostMatch {
         match self {
             HostMatch::Exact(h) => (0, std::cmp::Reverse(h.len())),
             HostMatch::Wildcard(s) => (1, std::cmp::Reverse(s.len())),
-            HostMatch::Any => (2, std::cmp::Reverse(0)),
+            HostMatch::Suffix(s) => (2, std::cmp::Reverse(s.len())),
+            HostMatch::Any => (3, std::cmp::Reverse(0)),
         }
     }
 }
@@ -71,6 +80,7 @@ impl std::fmt::Display for HostMatch {
         match self {
             HostMatch::Exact(h) => f.write_str(h),
             HostMatch::Wildcard(s) => write!(f, "*{s}"),
+            HostMatch::Suffix(s) => write!(f, "*{s} (any depth)"),
             HostMatch::Any => f.write_str("*"),
         }
     }
@@ -84,6 +94,8 @@ pub enum PathMatch {
     /// Element-wise prefix split by `/` (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`).
     /// Stored without a trailing slash, except the root `/`.
     Prefix(String),
+    /// The whole path matches a regular expression (Gateway API `RegularExpression`).
+    Regex(super::Pattern),
 }
 
 impl PathMatch {
@@ -104,6 +116,14 @@ impl PathMatch {
         }))
     }
 
+    /// A regular expression the whole path must match.
+    pub fn regex(pattern: &str) -> Result<Self, String> {
+        if !pattern.starts_with('/') && !pattern.starts_with('^') {
+            return Err(format!("path pattern {pattern:?} must start with \"/\""));
+        }
+        super::Pattern::new(pattern.strip_prefix('^').unwrap_or(pattern)).map(PathMatch::Regex)
+    }
+
     /// Whether the request path (without query) matches.
     pub fn matches(&self, path: &str) -> bool {
         match self {
@@ -113,6 +133,7 @@ impl PathMatch {
                     || (path.starts_with(p.as_str())
                         && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
             }
+            PathMatch::Regex(r) => r.is_match(path),
         }
     }
 
@@ -121,6 +142,7 @@ impl PathMatch {
         match self {
             PathMatch::Exact(p) => (std::cmp::Reverse(p.len()), 0),
             PathMatch::Prefix(p) => (std::cmp::Reverse(p.len()), 1),
+            PathMatch::Regex(r) => (std::cmp::Reverse(r.as_str().len()), 2),
         }
     }
 
@@ -128,6 +150,7 @@ impl PathMatch {
     pub fn path(&self) -> &str {
         match self {
             PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+            PathMatch::Regex(r) => r.as_str(),
         }
     }
 }
@@ -169,6 +192,18 @@ mod tests {
         assert!(p.matches("/foo"));
         assert!(!p.matches("/foo/"));
         assert!(PathMatch::exact("foo").is_err());
+    }
+
+    #[test]
+    fn gateway_api_wildcards_match_any_depth_and_regex_paths_are_whole() {
+        let h = HostMatch::parse_gateway_api("*.example.com").unwrap();
+        assert!(h.matches("a.example.com"));
+        assert!(h.matches("a.b.example.com"));
+        assert!(!h.matches("example.com"));
+        let r = PathMatch::regex("/v[0-9]+/.*").unwrap();
+        assert!(r.matches("/v12/x"));
+        assert!(!r.matches("/x/v1/"));
+        assert!(PathMatch::regex("v1").is_err());
     }
 
     #[test]

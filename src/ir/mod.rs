@@ -2,9 +2,13 @@
 //!
 //! Plain data produced by `translate()` and consumed by the proxy. Nothing here does I/O.
 
+mod conditions;
+mod filters;
 mod matching;
 mod timeout;
 
+pub use conditions::{Pattern, RequestConditions, RequestFacts, ValueMatch, query_param};
+pub use filters::{HeaderEdits, PathChange, Redirect, Rewrite, RouteFilters};
 pub use matching::{HostMatch, PathMatch};
 pub use timeout::{Timeout, parse_bounded};
 
@@ -96,11 +100,80 @@ pub struct Route {
     pub backend: usize,
     /// Index into [`RouteTable::firewalls`], if the route has one.
     pub firewall: Option<usize>,
+    /// Header, query and method conditions (Gateway API matches); `None` = none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Arc<RequestConditions>>,
+    /// Request/response changes and redirects (Gateway API filters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Arc<RouteFilters>>,
+    /// Weighted backends `(index, weight)` when there are several (`backend` is the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Arc<[(usize, u32)]>>,
     /// Forward the request path as the client sent it instead of the normalised one (matching
     /// still uses the normalised path): annotation `path-normalization: keep-original`, Gateway
     /// `routingRules[].pathNormalization: KeepOriginal`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub forward_original_path: bool,
+}
+
+/// Sort key of a route: the path's precedence, then its conditions' (smaller first).
+pub type RoutePrecedence = (
+    (std::cmp::Reverse<usize>, u8),
+    (
+        std::cmp::Reverse<bool>,
+        std::cmp::Reverse<usize>,
+        std::cmp::Reverse<usize>,
+    ),
+);
+
+impl Route {
+    /// A route with only a path (Ingress, wsgate Gateway).
+    pub fn new(id: Arc<str>, path: PathMatch, backend: usize, firewall: Option<usize>) -> Self {
+        Self {
+            id,
+            path,
+            backend,
+            firewall,
+            conditions: None,
+            filters: None,
+            split: None,
+            forward_original_path: false,
+        }
+    }
+
+    /// Precedence within a virtual host: the path's, then the conditions' (smaller first).
+    pub fn precedence(&self) -> RoutePrecedence {
+        let c = self
+            .conditions
+            .as_deref()
+            .map(RequestConditions::precedence)
+            .unwrap_or((
+                std::cmp::Reverse(false),
+                std::cmp::Reverse(0),
+                std::cmp::Reverse(0),
+            ));
+        (self.path.precedence(), c)
+    }
+
+    /// Which backend serves a request: `backend`, or a weighted choice by `roll` (any number;
+    /// taken modulo the total weight) when the route splits traffic.
+    pub fn pick_backend(&self, roll: u32) -> usize {
+        let Some(split) = self.split.as_deref() else {
+            return self.backend;
+        };
+        let total: u64 = split.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 {
+            return self.backend;
+        }
+        let mut at = u64::from(roll) % total;
+        for (b, w) in split {
+            if at < u64::from(*w) {
+                return *b;
+            }
+            at -= u64::from(*w);
+        }
+        self.backend
+    }
 }
 
 /// A backend pool with its resolved endpoints and the settings that govern traffic to it.
@@ -179,6 +252,10 @@ pub struct BackendSettings {
     pub connect_timeout: Timeout,
     /// Response-header / 101 limit; also the no-frame-at-all limit of a session.
     pub request_timeout: Timeout,
+    /// When set, the response-header / 101 limit instead of `request_timeout`, which then only
+    /// bounds sessions (Gateway API `timeouts`: never an established session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_timeout: Option<Timeout>,
     /// Endpoint choice.
     pub load_balancing: LoadBalancing,
     /// WebSocket policy.
@@ -199,6 +276,7 @@ impl Default for BackendSettings {
             ca_pem: None,
             connect_timeout: Timeout::secs(5),
             request_timeout: Timeout::secs(60),
+            response_timeout: None,
             load_balancing: LoadBalancing::RoundRobin,
             websocket: WebSocketSettings::default(),
             cache: false,
@@ -382,14 +460,33 @@ impl RouteTable {
             .map(|i| &self.listeners[i])
     }
 
-    /// Finds the route for a request on `port` with `host` (no port part) and `path`.
+    /// Finds the route for a request on `port` with `host` (no port part) and `path`; routes
+    /// with request conditions never match.
     pub fn route(&self, port: u16, host: &str, path: &str) -> Option<(&Route, &Backend)> {
+        self.route_request(port, host, path, None)
+    }
+
+    /// Finds the route for a request, judging routes' request conditions against `facts`.
+    pub fn route_request(
+        &self,
+        port: u16,
+        host: &str,
+        path: &str,
+        facts: Option<&RequestFacts<'_>>,
+    ) -> Option<(&Route, &Backend)> {
         let listener = self.listener(port)?;
         let route = listener
             .virtual_hosts
             .iter()
             .find(|vh| vh.host.matches(host))
-            .and_then(|vh| vh.routes.iter().find(|r| r.path.matches(path)))
+            .and_then(|vh| {
+                vh.routes.iter().find(|r| {
+                    r.path.matches(path)
+                        && r.conditions
+                            .as_deref()
+                            .is_none_or(|c| facts.is_some_and(|f| c.matches(f)))
+                })
+            })
             .or(listener.default_route.as_ref())?;
         let backend = self.backends.get(route.backend)?;
         Some((route, backend))
@@ -413,6 +510,12 @@ impl RouteTable {
                         "route {} refers to missing backend {}",
                         r.id, r.backend
                     ));
+                }
+                if r.split
+                    .as_deref()
+                    .is_some_and(|s| s.iter().any(|(b, _)| *b >= self.backends.len()))
+                {
+                    return Err(format!("route {} splits to a missing backend", r.id));
                 }
                 if r.firewall.is_some_and(|f| f >= self.firewalls.len()) {
                     return Err(format!("route {} refers to a missing firewall", r.id));

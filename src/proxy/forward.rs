@@ -176,7 +176,12 @@ async fn upstream(
         endpoint: &lease.0,
         runtime: &f.pool.runtime,
         upgrade: false,
-        request_timeout: f.backend.settings.request_timeout.get(),
+        request_timeout: f
+            .backend
+            .settings
+            .response_timeout
+            .unwrap_or(f.backend.settings.request_timeout)
+            .get(),
     };
     match upstream::send(&ex, &parts, body).await {
         Ok(Reply::Response(head, body)) => {

@@ -21,6 +21,7 @@ mod affinity;
 mod cache;
 mod context;
 mod error;
+mod filters;
 mod firewall;
 mod forward;
 mod headers;

@@ -4,7 +4,8 @@
 //! request.
 //!
 //! admit (RFC 9112 rules, path normalisation, identity headers) -> head limits -> route ->
-//! firewall (+ rate limit) -> WebSocket session or forward (cache inside)
+//! firewall (+ rate limit) -> route filters (redirect, request changes) -> WebSocket session or
+//! forward (cache inside) -> response filters
 
 use super::access::{self, Entry, method_label};
 use super::admit::{self, Admitted};
@@ -12,7 +13,7 @@ use super::context::{ConnCtx, RequestCtx};
 use super::error::{ProxyError, Reason};
 use super::headers::{client_ip, request_host};
 use super::table::{ActiveTable, Routed};
-use super::{ProxyBody, affinity, forward, request_id, websocket};
+use super::{ProxyBody, affinity, filters, forward, request_id, websocket};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::IpAddr;
@@ -127,7 +128,7 @@ async fn phases(
     let (host, path) = (admitted.host.as_str(), admitted.matching.as_str());
     check_head(&req, ctx)?;
     let table = ctx.shared.table.load_full();
-    let routed = route(&table, ctx, host, path)?;
+    let routed = route(&table, ctx, host, path, &req)?;
     outcome.route = Some(routed.route.id.clone());
     let client = client_ip(
         ctx.client.peer,
@@ -139,6 +140,15 @@ async fn phases(
         fw.check(req.method(), path, req.headers(), client, websocket)?;
     }
     admit::apply_path(&mut req, admitted, routed.route.forward_original_path);
+    // Gateway API route filters: a redirect is answered here without a backend; the request
+    // changes apply to what is sent on, after the path normalisation.
+    let filters = routed.route.filters.as_deref();
+    if let Some(fl) = filters {
+        if let Some(resp) = filters::redirect(fl, &req, host, ctx.client.tls, ctx.port) {
+            return Ok(resp);
+        }
+        filters::on_request(fl, &mut req);
+    }
     let key = &ctx.shared.affinity_key;
     let pinned = affinity::pinned(routed.backend, routed.pool, req.headers(), key);
     let rctx = RequestCtx {
@@ -165,6 +175,9 @@ async fn phases(
         (routed.route.path.path(), ctx.client.tls),
         key,
     );
+    if let Some(fl) = filters {
+        filters::on_response(fl, &mut resp);
+    }
     outcome.endpoint = endpoint;
     Ok(resp)
 }
@@ -192,14 +205,21 @@ fn head_size<B>(req: &Request<B>) -> usize {
         + line
 }
 
-/// Finds the route for listener port, host and path.
-fn route<'t>(
+/// Finds the route for listener port, host, path and the request's method, headers and query
+/// (Gateway API matches).
+fn route<'t, B>(
     table: &'t ActiveTable,
     ctx: &ConnCtx,
     host: &str,
     path: &str,
+    req: &Request<B>,
 ) -> Result<Routed<'t>, ProxyError> {
-    table.route(ctx.port, host, path).ok_or_else(|| {
+    let facts = crate::ir::RequestFacts {
+        method: req.method().as_str(),
+        headers: req.headers(),
+        query: req.uri().query(),
+    };
+    table.route(ctx.port, host, path, &facts).ok_or_else(|| {
         let message = format!("no route for host {host:?} path {path:?}");
         ProxyError::new(StatusCode::NOT_FOUND, Reason::NoRoute, message)
     })

@@ -128,12 +128,21 @@ impl ActiveTable {
     }
 
     /// Routes a request by listener port, host and path.
-    pub(crate) fn route(&self, port: u16, host: &str, path: &str) -> Option<Routed<'_>> {
-        let (route, backend) = self.ir.route(port, host, path)?;
+    pub(crate) fn route(
+        &self,
+        port: u16,
+        host: &str,
+        path: &str,
+        facts: &crate::ir::RequestFacts<'_>,
+    ) -> Option<Routed<'_>> {
+        let (route, backend) = self.ir.route_request(port, host, path, Some(facts))?;
+        // A weighted split picks per request; without one this is `route.backend`.
+        let index = route.pick_backend(rand::random());
+        let backend = self.ir.backends.get(index).unwrap_or(backend);
         Some(Routed {
             route,
             backend,
-            pool: self.pools.get(route.backend)?,
+            pool: self.pools.get(index)?,
             firewall: route.firewall.and_then(|f| self.firewalls.get(f)),
             sessions: self.route_sessions.get(&route.id),
         })
@@ -169,10 +178,18 @@ fn session_counters(
             .flat_map(|vh| vh.routes.iter())
             .chain(l.default_route.iter());
         for r in routes {
-            let limited = ir
-                .backends
-                .get(r.backend)
-                .is_some_and(|b| b.settings.websocket.max_connections > 0);
+            // A weighted route may send a session to any of its backends.
+            let split = r
+                .split
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|(b, _)| *b);
+            let limited = std::iter::once(r.backend).chain(split).any(|i| {
+                ir.backends
+                    .get(i)
+                    .is_some_and(|b| b.settings.websocket.max_connections > 0)
+            });
             if limited && !out.contains_key(&r.id) {
                 let counter = known.get_or_insert_with(r.id.clone(), AtomicUsize::default);
                 out.insert(r.id.clone(), counter);

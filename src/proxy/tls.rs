@@ -91,7 +91,8 @@ pub(crate) fn server_config(
                         .entry(h.clone())
                         .or_insert_with(|| key.clone());
                 }
-                HostMatch::Wildcard(suffix) => {
+                // A certificate's `*.` covers one label, whatever the route's wildcard covers.
+                HostMatch::Wildcard(suffix) | HostMatch::Suffix(suffix) => {
                     resolver.wildcard.push((suffix.clone(), key.clone()))
                 }
                 HostMatch::Any => {

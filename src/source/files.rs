@@ -1,6 +1,6 @@
 //! Reads Kubernetes-style multi-document YAML from a file or a directory into a [`Snapshot`].
 
-use super::Snapshot;
+use super::{Snapshot, limits};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -51,18 +51,33 @@ pub fn load(path: &Path) -> Loaded {
         }
     };
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match read_bounded(&file) {
             Ok(text) => parse_into(&file.display().to_string(), &text, &mut out),
-            Err(e) => out.errors.push(LoadError {
+            Err(message) => out.errors.push(LoadError {
                 file: file.display().to_string(),
                 document: 0,
                 object: String::new(),
-                message: format!("cannot read: {e}"),
+                message,
             }),
         }
         out.files.push(file);
     }
     out
+}
+
+/// Reads a file of at most [`limits::MAX_FILE_BYTES`] (checked on the size and on what was read,
+/// so a file growing meanwhile is still bounded).
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    limits::check_size(len).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    f.take(limits::MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    limits::check_size(text.len() as u64).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 /// Lists the YAML files `load` reads for `path`.
@@ -86,8 +101,18 @@ pub fn is_config_file(p: &Path) -> bool {
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-/// Parses one file's text (multi-document YAML) into `out`.
+/// Parses one file's text (multi-document YAML) into `out`; text beyond the [`limits`] is refused
+/// as a whole before parsing.
 pub fn parse_into(file: &str, text: &str, out: &mut Loaded) {
+    if let Err(e) = limits::check_text(text) {
+        out.errors.push(LoadError {
+            file: file.to_string(),
+            document: 0,
+            object: String::new(),
+            message: format!("refused before parsing: {e}"),
+        });
+        return;
+    }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
         let err = |object: String, message: String| LoadError {
@@ -146,6 +171,24 @@ pub fn parse_into(file: &str, text: &str, out: &mut Loaded) {
             ("discovery.k8s.io/v1", "EndpointSlice") => decode(value, &mut snap.endpoint_slices),
             ("v1", "Secret") => decode(value, &mut snap.secrets),
             ("wsgate.dev/v1alpha1", "Gateway") => decode(value, &mut snap.gateways),
+            ("wsgate.dev/v1alpha1", "WebSocketPolicy") => {
+                decode(value, &mut snap.gateway_api.websocket_policies)
+            }
+            ("gateway.networking.k8s.io/v1", "GatewayClass") => {
+                decode(value, &mut snap.gateway_api.classes)
+            }
+            ("gateway.networking.k8s.io/v1", "Gateway") => {
+                decode(value, &mut snap.gateway_api.gateways)
+            }
+            ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+                decode(value, &mut snap.gateway_api.http_routes)
+            }
+            ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
+                decode(value, &mut snap.gateway_api.reference_grants)
+            }
+            ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => {
+                decode(value, &mut snap.gateway_api.backend_tls_policies)
+            }
             _ => {
                 out.warnings.push(err(
                     object,
@@ -210,5 +253,8 @@ fn is_cluster_scoped<T: kube::Resource>() -> bool
 where
     T::DynamicType: Default,
 {
-    T::kind(&Default::default()) == "IngressClass"
+    matches!(
+        T::kind(&Default::default()).as_ref(),
+        "IngressClass" | "GatewayClass"
+    )
 }

@@ -1,9 +1,11 @@
 //! Inputs: the objects translation works on, from YAML files or (later) a cluster.
 
 pub mod files;
+pub mod limits;
 pub mod watch;
 
 use crate::crd::Gateway;
+use crate::gwapi;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -23,4 +25,23 @@ pub struct Snapshot {
     pub secrets: Vec<Secret>,
     /// `wsgate.dev/v1alpha1` Gateways.
     pub gateways: Vec<Gateway>,
+    /// Gateway API objects (`gateway.networking.k8s.io`) and wsgate's policies attached to them.
+    pub gateway_api: GatewayApi,
+}
+
+/// The Gateway API objects of a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayApi {
+    /// `GatewayClass` (v1).
+    pub classes: Vec<gwapi::GatewayClass>,
+    /// `Gateway` (v1).
+    pub gateways: Vec<gwapi::Gateway>,
+    /// `HTTPRoute` (v1).
+    pub http_routes: Vec<gwapi::HTTPRoute>,
+    /// `ReferenceGrant` (v1beta1).
+    pub reference_grants: Vec<gwapi::ReferenceGrant>,
+    /// `BackendTLSPolicy` (v1).
+    pub backend_tls_policies: Vec<gwapi::BackendTLSPolicy>,
+    /// `wsgate.dev/v1alpha1` `WebSocketPolicy`.
+    pub websocket_policies: Vec<crate::crd::WebSocketPolicy>,
 }

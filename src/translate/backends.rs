@@ -63,6 +63,20 @@ impl<'a> Index<'a> {
     }
 
     /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.
+    /// The `appProtocol` of a Service port, if it has one.
+    pub(crate) fn app_protocol(&self, ns: &str, name: &str, port: i32) -> Option<String> {
+        self.services
+            .get(&(ns, name))?
+            .spec
+            .as_ref()?
+            .ports
+            .as_deref()?
+            .iter()
+            .find(|p| p.port == port)?
+            .app_protocol
+            .clone()
+    }
+
     pub(crate) fn resolve(
         &self,
         ns: &str,

@@ -3,8 +3,8 @@
 
 use super::diagnostics::{Diagnostics, ObjectRef};
 use crate::ir::{
-    Backend, Firewall, HostMatch, Listener, ListenerProtocol, PathMatch, Route, RouteTable,
-    TlsCertificate, VirtualHost,
+    Backend, Firewall, HostMatch, Listener, ListenerProtocol, PathMatch, RequestConditions, Route,
+    RouteFilters, RouteTable, TlsCertificate, VirtualHost,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,6 +31,17 @@ pub(crate) struct Target {
     pub forward_original_path: bool,
 }
 
+/// What a route may carry besides its path (Gateway API matches, filters, weighted backends).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RouteExtras {
+    /// Header, query and method conditions.
+    pub conditions: Option<Arc<RequestConditions>>,
+    /// Filters.
+    pub filters: Option<Arc<RouteFilters>>,
+    /// Weighted backends `(index, weight)`.
+    pub split: Option<Arc<[(usize, u32)]>>,
+}
+
 struct Candidate {
     port: u16,
     host: HostMatch,
@@ -38,6 +49,7 @@ struct Candidate {
     id: Arc<str>,
     target: Target,
     origin: Origin,
+    extras: RouteExtras,
 }
 
 struct DefaultCandidate {
@@ -128,6 +140,21 @@ impl TableBuilder {
         target: Target,
         origin: Origin,
     ) {
+        self.route_with(port, host, path, id, target, origin, RouteExtras::default());
+    }
+
+    /// Adds a route with conditions, filters or a weighted split.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn route_with(
+        &mut self,
+        port: u16,
+        host: HostMatch,
+        path: PathMatch,
+        id: Arc<str>,
+        target: Target,
+        origin: Origin,
+        extras: RouteExtras,
+    ) {
         self.candidates.push(Candidate {
             port,
             host,
@@ -135,6 +162,7 @@ impl TableBuilder {
             id,
             target,
             origin,
+            extras,
         });
     }
 
@@ -162,9 +190,17 @@ impl TableBuilder {
         self.defaults.sort_by(|a, b| a.origin.cmp(&b.origin));
 
         let mut hosts: BTreeMap<u16, BTreeMap<HostMatch, Vec<Route>>> = BTreeMap::new();
-        let mut winners: HashMap<(u16, HostMatch, PathMatch), Origin> = HashMap::new();
+        type Key = (u16, HostMatch, PathMatch, Option<Arc<RequestConditions>>);
+        // A regex's cache is interior mutability, but equality and hashing use only its source.
+        #[allow(clippy::mutable_key_type)]
+        let mut winners: HashMap<Key, Origin> = HashMap::new();
         for c in self.candidates {
-            let key = (c.port, c.host.clone(), c.path.clone());
+            let key = (
+                c.port,
+                c.host.clone(),
+                c.path.clone(),
+                c.extras.conditions.clone(),
+            );
             if let Some(winner) = winners.get(&key) {
                 if winner.object != c.origin.object || winner.field != c.origin.field {
                     diags.warn(
@@ -189,11 +225,11 @@ impl TableBuilder {
                 .entry(c.host)
                 .or_default()
                 .push(Route {
-                    id: c.id,
-                    path: c.path,
-                    backend: c.target.backend,
-                    firewall: c.target.firewall,
+                    conditions: c.extras.conditions,
+                    filters: c.extras.filters,
+                    split: c.extras.split,
                     forward_original_path: c.target.forward_original_path,
+                    ..Route::new(c.id, c.path, c.target.backend, c.target.firewall)
                 });
         }
 
@@ -211,11 +247,13 @@ impl TableBuilder {
                 continue;
             }
             let route = Route {
-                id: d.id,
-                path: PathMatch::Prefix("/".into()),
-                backend: d.target.backend,
-                firewall: d.target.firewall,
                 forward_original_path: d.target.forward_original_path,
+                ..Route::new(
+                    d.id,
+                    PathMatch::Prefix("/".into()),
+                    d.target.backend,
+                    d.target.firewall,
+                )
             };
             defaults.insert(d.port, (route, d.origin));
         }
@@ -230,7 +268,7 @@ impl TableBuilder {
                     .into_iter()
                     .map(|(host, mut routes)| {
                         // Stable sort keeps the oldest object first among equal-precedence routes.
-                        routes.sort_by_key(|r| r.path.precedence());
+                        routes.sort_by_key(Route::precedence);
                         VirtualHost {
                             host,
                             routes: routes.into(),
@@ -282,6 +320,10 @@ fn canonical_order(
     let renumber = |r: &Route| Route {
         backend: b_index[r.backend],
         firewall: r.firewall.map(|f| f_index[f]),
+        split: r
+            .split
+            .as_deref()
+            .map(|s| s.iter().map(|(b, w)| (b_index[*b], *w)).collect()),
         ..r.clone()
     };
     for l in listeners.iter_mut() {

@@ -6,16 +6,19 @@ mod affinity;
 mod annotations;
 mod backends;
 mod builder;
+pub mod conditions;
 mod diagnostics;
 mod firewall;
 mod gateway;
+pub mod gateway_api;
 mod ingress;
 mod settings;
 pub mod tls;
 
 pub use annotations::ANNOTATION_PREFIX;
+pub use conditions::{Condition, ConditionStatus};
 pub use diagnostics::{Diagnostic, ObjectRef, Severity};
-pub use gateway::{Condition, GatewayConditions};
+pub use gateway::GatewayConditions;
 pub use ingress::is_ours;
 
 use crate::ir::RouteTable;
@@ -33,6 +36,9 @@ pub struct Options {
     pub http_port: u16,
     /// `--https-port`: where Ingress TLS hosts are served.
     pub https_port: u16,
+    /// `--gateway-class`: serve only this GatewayClass (of controller
+    /// `wsgate.dev/gateway-controller`); `None` = every class of that controller.
+    pub gateway_class: Option<String>,
 }
 
 impl Default for Options {
@@ -41,6 +47,7 @@ impl Default for Options {
             ingress_class: "wsgate".into(),
             http_port: 8080,
             https_port: 8443,
+            gateway_class: None,
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct Translated {
     pub table: RouteTable,
     /// Conditions per Gateway object.
     pub gateway_statuses: Vec<(ObjectRef, GatewayConditions)>,
+    /// Wanted status of the Gateway API objects.
+    pub gateway_api: gateway_api::GatewayApiReport,
     /// Every error and warning, naming object and field.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -72,10 +81,13 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translated {
     let mut builder = builder::TableBuilder::new(options.http_port);
     ingress::translate_all(snapshot, options, &index, &mut builder, &mut diags);
     let gateway_statuses = gateway::translate_all(snapshot, &index, &mut builder, &mut diags);
+    let gateway_api =
+        gateway_api::translate_all(snapshot, options, &index, &mut builder, &mut diags);
     let table = builder.build(&mut diags);
     Translated {
         table,
         gateway_statuses,
+        gateway_api,
         diagnostics: diags.into_vec(),
     }
 }

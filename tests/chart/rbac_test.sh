@@ -152,7 +152,7 @@ def seconds(d):
 docs = load("manifests/install.yaml")
 kinds = sorted(d["kind"] for d in docs)
 check("install.yaml: the expected objects", kinds == sorted([
-    "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+    "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
     "Role", "RoleBinding", "Service", "Service", "Deployment", "IngressClass", "PodDisruptionBudget",
 ]), kinds)
 check("install.yaml: no ServiceMonitor by default", one(docs, "ServiceMonitor") is None)
@@ -204,6 +204,15 @@ expected_cluster = {
     ("", "secrets"): read,
     ("wsgate.dev", "gateways"): read,
     ("wsgate.dev", "gateways/status"): {"patch"},
+    ("wsgate.dev", "websocketpolicies"): read,
+    ("wsgate.dev", "websocketpolicies/status"): {"patch"},
+    ("gateway.networking.k8s.io", "gatewayclasses"): read,
+    ("gateway.networking.k8s.io", "gateways"): read,
+    ("gateway.networking.k8s.io", "httproutes"): read,
+    ("gateway.networking.k8s.io", "referencegrants"): read,
+    ("gateway.networking.k8s.io", "gatewayclasses/status"): {"patch"},
+    ("gateway.networking.k8s.io", "gateways/status"): {"patch"},
+    ("gateway.networking.k8s.io", "httproutes/status"): {"patch"},
     ("events.k8s.io", "events"): {"create"},
 }
 check("ClusterRole grants exactly what the controller uses", cluster_grants == expected_cluster,

@@ -45,7 +45,6 @@ impl TestServer {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let cfg = RunConfig {
-            config: dir.path().to_path_buf(),
             options: Options {
                 http_port,
                 ..Options::default()
@@ -57,7 +56,7 @@ impl TestServer {
             admin_port: 0,
             shutdown_drain: Duration::from_secs(5),
         };
-        let server = Server::start(cfg, Metrics::new())
+        let server = Server::start(dir.path().to_path_buf(), cfg, Metrics::new())
             .await
             .expect("server starts");
         Self {
@@ -92,7 +91,6 @@ impl TestServer {
         };
         tune(&mut proxy);
         let cfg = RunConfig {
-            config: dir.path().to_path_buf(),
             options: Options {
                 http_port,
                 https_port,
@@ -102,7 +100,7 @@ impl TestServer {
             admin_port: 0,
             shutdown_drain: Duration::from_secs(5),
         };
-        let server = Server::start(cfg, Metrics::new())
+        let server = Server::start(dir.path().to_path_buf(), cfg, Metrics::new())
             .await
             .expect("server starts");
         Self {

@@ -93,7 +93,10 @@ pub(crate) async fn open(
         endpoint: &lease.0,
         runtime: &f.pool.runtime,
         upgrade: true,
-        request_timeout: settings.request_timeout.get(),
+        request_timeout: settings
+            .response_timeout
+            .unwrap_or(settings.request_timeout)
+            .get(),
     };
     let (head, io, leftover) = match upstream::send(&ex, &parts, Empty::<bytes::Bytes>::new()).await
     {

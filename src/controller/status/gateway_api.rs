@@ -1,0 +1,292 @@
+//! Status of the Gateway API objects and WebSocketPolicies (leader only): the wanted status is
+//! built from translation's report (pure: [`class_status`], [`gateway_status`], [`route_status`],
+//! [`policy_status`], each keeping transition times of unchanged conditions), compared with the
+//! object's, and written by a merge patch of the `status` subresource only when it differs.
+
+use super::wanted::meta_conditions;
+use crate::crd::{AncestorRef, PolicyAncestor, WebSocketPolicy, WebSocketPolicyStatus};
+use crate::gwapi::{
+    self, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerStatus, RouteGroupKind,
+    RouteParentStatus, RouteStatus, SupportedFeature,
+};
+use crate::proxy::BindError;
+use crate::translate::Condition;
+use crate::translate::gateway_api::{
+    GatewayApiReport, GatewayReport, PolicyReport, RouteReport, SUPPORTED_FEATURES,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+
+/// The wanted GatewayClass status.
+pub fn class_status(
+    cond: &Condition,
+    generation: Option<i64>,
+    current: Option<&GatewayClassStatus>,
+    now: Timestamp,
+) -> GatewayClassStatus {
+    let existing = current.map(|c| &c.conditions[..]).unwrap_or(&[]);
+    GatewayClassStatus {
+        conditions: meta_conditions(generation, std::slice::from_ref(cond), existing, now),
+        supported_features: SUPPORTED_FEATURES
+            .iter()
+            .map(|f| SupportedFeature { name: (*f).into() })
+            .collect(),
+    }
+}
+
+/// The wanted Gateway status; `Programmed` turns False when one of its ports could not be bound.
+pub fn gateway_status(
+    r: &GatewayReport,
+    generation: Option<i64>,
+    addresses: &[String],
+    bind_errors: &[BindError],
+    current: Option<&GatewayStatus>,
+    now: Timestamp,
+) -> GatewayStatus {
+    let failed: Vec<String> = bind_errors
+        .iter()
+        .filter(|e| r.ports.contains(&e.port))
+        .map(ToString::to_string)
+        .collect();
+    let mut conditions = r.conditions.clone();
+    if !failed.is_empty() {
+        for c in conditions.iter_mut().filter(|c| c.type_ == "Programmed") {
+            *c = Condition::failed("Programmed", "Invalid", failed.join("; "));
+        }
+    }
+    let existing = current.map(|c| &c.conditions[..]).unwrap_or(&[]);
+    GatewayStatus {
+        addresses: addresses
+            .iter()
+            .map(|a| GatewayStatusAddress {
+                type_: Some(
+                    if a.parse::<std::net::IpAddr>().is_ok() {
+                        "IPAddress"
+                    } else {
+                        "Hostname"
+                    }
+                    .into(),
+                ),
+                value: a.clone(),
+            })
+            .collect(),
+        conditions: meta_conditions(generation, &conditions, existing, now),
+        listeners: r
+            .listeners
+            .iter()
+            .map(|l| {
+                let prior = current
+                    .and_then(|c| c.listeners.iter().find(|p| p.name == l.name))
+                    .map(|p| &p.conditions[..])
+                    .unwrap_or(&[]);
+                ListenerStatus {
+                    name: l.name.clone(),
+                    supported_kinds: l
+                        .supported_kinds
+                        .iter()
+                        .map(|k| RouteGroupKind {
+                            group: Some(gwapi::GROUP.into()),
+                            kind: k.clone(),
+                        })
+                        .collect(),
+                    attached_routes: l.attached_routes,
+                    conditions: meta_conditions(generation, &l.conditions, prior, now),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The wanted HTTPRoute status: other controllers' `parents[]` entries kept, ours replaced.
+pub fn route_status(
+    r: &RouteReport,
+    generation: Option<i64>,
+    current: Option<&RouteStatus>,
+    now: Timestamp,
+) -> RouteStatus {
+    let mut parents: Vec<RouteParentStatus> = current
+        .map(|c| {
+            c.parents
+                .iter()
+                .filter(|p| p.controller_name != gwapi::CONTROLLER_NAME)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for p in &r.parents {
+        let prior = current
+            .and_then(|c| {
+                c.parents.iter().find(|x| {
+                    x.controller_name == gwapi::CONTROLLER_NAME && x.parent_ref == p.parent_ref
+                })
+            })
+            .map(|x| &x.conditions[..])
+            .unwrap_or(&[]);
+        parents.push(RouteParentStatus {
+            parent_ref: p.parent_ref.clone(),
+            controller_name: gwapi::CONTROLLER_NAME.into(),
+            conditions: meta_conditions(generation, &p.conditions, prior, now),
+        });
+    }
+    RouteStatus { parents }
+}
+
+/// The wanted WebSocketPolicy status.
+pub fn policy_status(
+    r: &PolicyReport,
+    generation: Option<i64>,
+    current: Option<&WebSocketPolicyStatus>,
+    now: Timestamp,
+) -> WebSocketPolicyStatus {
+    WebSocketPolicyStatus {
+        ancestors: r
+            .ancestors
+            .iter()
+            .map(|((ns, name), cond)| {
+                let ancestor_ref = AncestorRef {
+                    group: gwapi::GROUP.into(),
+                    kind: "Gateway".into(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                };
+                let prior = current
+                    .and_then(|c| c.ancestors.iter().find(|a| a.ancestor_ref == ancestor_ref))
+                    .map(|a| &a.conditions[..])
+                    .unwrap_or(&[]);
+                PolicyAncestor {
+                    ancestor_ref,
+                    controller_name: gwapi::CONTROLLER_NAME.into(),
+                    conditions: meta_conditions(generation, std::slice::from_ref(cond), prior, now),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some("wsgate".into()),
+        ..PatchParams::default()
+    }
+}
+
+/// Writes `wanted` when it differs from `current`; false when the write failed.
+async fn write<K, S>(api: Api<K>, name: &str, wanted: &S, current: Option<&S>, what: &str) -> bool
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(wanted) {
+        return true;
+    }
+    let patch = serde_json::json!({ "status": wanted });
+    match api
+        .patch_status(name, &params(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(object = %what, "status written");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(object = %what, error = %e, "cannot write status");
+            false
+        }
+    }
+}
+
+/// Writes every Gateway API status that differs. Returns false if a write failed.
+pub async fn write_all(
+    client: &Client,
+    snapshot: &crate::source::Snapshot,
+    report: &GatewayApiReport,
+    addresses: &[String],
+    bind_errors: &[BindError],
+) -> bool {
+    let api = &snapshot.gateway_api;
+    let now = Timestamp::now();
+    let mut ok = true;
+    for (name, cond) in &report.classes {
+        let Some(c) = api
+            .classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+        else {
+            continue;
+        };
+        let wanted = class_status(cond, c.metadata.generation, c.status.as_ref(), now);
+        let a: Api<gwapi::GatewayClass> = Api::all(client.clone());
+        ok &= write(
+            a,
+            name,
+            &wanted,
+            c.status.as_ref(),
+            &format!("GatewayClass {name}"),
+        )
+        .await;
+    }
+    for r in &report.gateways {
+        let Some(g) = api.gateways.iter().find(|g| {
+            g.metadata.namespace.as_deref() == Some(&r.object.namespace)
+                && g.metadata.name.as_deref() == Some(&r.object.name)
+        }) else {
+            continue;
+        };
+        let wanted = gateway_status(
+            r,
+            g.metadata.generation,
+            addresses,
+            bind_errors,
+            g.status.as_ref(),
+            now,
+        );
+        let a: Api<gwapi::Gateway> = Api::namespaced(client.clone(), &r.object.namespace);
+        ok &= write(
+            a,
+            &r.object.name,
+            &wanted,
+            g.status.as_ref(),
+            &r.object.to_string(),
+        )
+        .await;
+    }
+    for r in &report.routes {
+        let Some(h) = api.http_routes.iter().find(|h| {
+            h.metadata.namespace.as_deref() == Some(&r.object.namespace)
+                && h.metadata.name.as_deref() == Some(&r.object.name)
+        }) else {
+            continue;
+        };
+        let wanted = route_status(r, h.metadata.generation, h.status.as_ref(), now);
+        let a: Api<gwapi::HTTPRoute> = Api::namespaced(client.clone(), &r.object.namespace);
+        ok &= write(
+            a,
+            &r.object.name,
+            &wanted,
+            h.status.as_ref(),
+            &r.object.to_string(),
+        )
+        .await;
+    }
+    for r in &report.policies {
+        let Some(p) = api.websocket_policies.iter().find(|p| {
+            p.metadata.namespace.as_deref() == Some(&r.object.namespace)
+                && p.metadata.name.as_deref() == Some(&r.object.name)
+        }) else {
+            continue;
+        };
+        let wanted = policy_status(r, p.metadata.generation, p.status.as_ref(), now);
+        let a: Api<WebSocketPolicy> = Api::namespaced(client.clone(), &r.object.namespace);
+        ok &= write(
+            a,
+            &r.object.name,
+            &wanted,
+            p.status.as_ref(),
+            &r.object.to_string(),
+        )
+        .await;
+    }
+    ok
+}

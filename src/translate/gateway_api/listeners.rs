@@ -1,0 +1,393 @@
+//! A Gateway API Gateway's listeners: declared on the table's ports, with their certificates,
+//! conflicts and per-listener conditions.
+
+use super::refs::{Grants, Reference};
+use super::{GatewayReport, ListenerReport};
+use crate::gwapi::{self, Gateway};
+use crate::ir::{HostMatch, ListenerProtocol, Redacted, TlsCertificate};
+use crate::translate::backends::Index;
+use crate::translate::builder::TableBuilder;
+use crate::translate::conditions::Condition;
+use crate::translate::diagnostics::{Diagnostics, ObjectRef};
+
+/// Which namespaces' routes a listener accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FromNamespaces {
+    /// The Gateway's own (default).
+    Same,
+    /// Any.
+    All,
+    /// A label selector: not supported (no Namespace objects are read); accepts none.
+    Selector,
+}
+
+/// One listener as routes see it.
+#[derive(Debug)]
+pub(crate) struct DeclaredListener {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) protocol: ListenerProtocol,
+    pub(crate) host: HostMatch,
+    pub(crate) from: FromNamespaces,
+    /// Whether routes may attach (accepted, not conflicted, kinds fine).
+    pub(crate) usable: bool,
+    pub(crate) attached: i32,
+    conditions: Vec<Condition>,
+}
+
+/// One Gateway of ours after its listeners were declared.
+#[derive(Debug)]
+pub(crate) struct Declared {
+    pub(crate) object: ObjectRef,
+    pub(crate) listeners: Vec<DeclaredListener>,
+    conditions: Vec<Condition>,
+}
+
+impl Declared {
+    /// The wanted status.
+    pub(crate) fn report(self) -> GatewayReport {
+        let ports = self.listeners.iter().map(|l| l.port).collect();
+        GatewayReport {
+            object: self.object,
+            ports,
+            conditions: self.conditions,
+            listeners: self
+                .listeners
+                .into_iter()
+                .map(|l| ListenerReport {
+                    name: l.name,
+                    supported_kinds: vec!["HTTPRoute".into()],
+                    attached_routes: l.attached,
+                    conditions: l.conditions,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Declares a Gateway's listeners on `b` and computes their conditions.
+pub(crate) fn declare(
+    gw: &Gateway,
+    index: &Index<'_>,
+    grants: &Grants<'_>,
+    b: &mut TableBuilder,
+    diags: &mut Diagnostics,
+) -> Declared {
+    let object = ObjectRef::new(
+        "Gateway.gateway.networking.k8s.io",
+        gw.metadata.namespace.as_deref(),
+        gw.metadata.name.as_deref(),
+    );
+    let ns = object.namespace.clone();
+    let mut listeners: Vec<DeclaredListener> = Vec::new();
+    for (i, l) in gw.spec.listeners.iter().enumerate() {
+        let field = format!("spec.listeners[{i}]");
+        let mut dl = listener(l, &object, &field, diags);
+        if dl.usable
+            && let Err(e) = b.listener(l.port, dl.protocol)
+        {
+            diags.error(
+                &object,
+                format!("{field}.port"),
+                format!("{e}; listener ignored"),
+            );
+            dl.usable = false;
+            dl.conditions = vec![
+                Condition::failed("Accepted", "PortUnavailable", e.clone()),
+                Condition::ok("ResolvedRefs", "ResolvedRefs"),
+                Condition::failed("Programmed", "Invalid", e),
+                Condition::new(
+                    "Conflicted",
+                    crate::translate::ConditionStatus::False,
+                    "NoConflicts",
+                    "",
+                ),
+            ];
+        }
+        if dl.usable
+            && dl.protocol == ListenerProtocol::Https
+            && let Some(tls) = &l.tls
+        {
+            certificate(&mut dl, tls, &ns, &object, &field, index, grants, b, diags);
+        }
+        listeners.push(dl);
+    }
+    conflicts(&mut listeners, &object, diags);
+    let mut conditions = Vec::new();
+    if !gw.spec.addresses.is_empty() {
+        diags.warn(
+            &object,
+            "spec.addresses",
+            "wsgate serves on the addresses of its own Service; requested addresses are not supported",
+        );
+        conditions.push(Condition::failed(
+            "Accepted",
+            "UnsupportedAddress",
+            "spec.addresses is not supported",
+        ));
+        conditions.push(Condition::failed(
+            "Programmed",
+            "AddressNotUsable",
+            "spec.addresses is not supported",
+        ));
+    } else if listeners.iter().any(|l| l.usable) {
+        conditions.push(Condition::ok("Accepted", "Accepted"));
+        conditions.push(Condition::ok("Programmed", "Programmed"));
+    } else {
+        conditions.push(Condition::failed(
+            "Accepted",
+            "ListenersNotValid",
+            "no listener is valid",
+        ));
+        conditions.push(Condition::failed(
+            "Programmed",
+            "Invalid",
+            "no listener is valid",
+        ));
+    }
+    Declared {
+        object,
+        listeners,
+        conditions,
+    }
+}
+
+/// A listener's own validity (protocol, hostname, allowedRoutes).
+fn listener(
+    l: &gwapi::Listener,
+    obj: &ObjectRef,
+    field: &str,
+    diags: &mut Diagnostics,
+) -> DeclaredListener {
+    let mut problems: Vec<(&str, String)> = Vec::new();
+    let protocol = match l.protocol.as_str() {
+        "HTTP" => ListenerProtocol::Http,
+        "HTTPS" => ListenerProtocol::Https,
+        other => {
+            problems.push((
+                "UnsupportedProtocol",
+                format!("protocol {other:?} is not supported; HTTP and HTTPS are"),
+            ));
+            ListenerProtocol::Http
+        }
+    };
+    if l.port == 0 {
+        problems.push(("PortUnavailable", "port must be 1-65535".into()));
+    }
+    let host = match l.hostname.as_deref() {
+        None => HostMatch::Any,
+        Some(h) => HostMatch::parse_gateway_api(h).unwrap_or_else(|e| {
+            problems.push(("Invalid", format!("hostname: {e}")));
+            HostMatch::Any
+        }),
+    };
+    if protocol == ListenerProtocol::Https {
+        match &l.tls {
+            None => problems.push((
+                "Invalid",
+                "an HTTPS listener needs tls.certificateRefs".into(),
+            )),
+            Some(t) if t.mode.as_deref().is_some_and(|m| m != "Terminate") => problems.push((
+                "UnsupportedValue",
+                "tls.mode Passthrough is not supported".into(),
+            )),
+            Some(_) => {}
+        }
+    }
+    let from = match l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_deref())
+    {
+        None | Some("Same") => FromNamespaces::Same,
+        Some("All") => FromNamespaces::All,
+        Some("Selector") => {
+            diags.warn(
+                obj,
+                format!("{field}.allowedRoutes.namespaces.from"),
+                "Selector is not supported (wsgate reads no Namespace objects); no route attaches through it",
+            );
+            FromNamespaces::Selector
+        }
+        Some(other) => {
+            problems.push((
+                "Invalid",
+                format!("allowedRoutes.namespaces.from {other:?}"),
+            ));
+            FromNamespaces::Same
+        }
+    };
+    let bad_kinds: Vec<String> = l
+        .allowed_routes
+        .iter()
+        .flat_map(|a| a.kinds.iter())
+        .filter(|k| k.kind != "HTTPRoute" || k.group.as_deref().is_some_and(|g| g != gwapi::GROUP))
+        .map(|k| k.kind.clone())
+        .collect();
+    let mut conditions = Vec::new();
+    let mut usable = true;
+    if let Some((reason, message)) = problems.first() {
+        for (_, m) in &problems {
+            diags.error(obj, field, format!("{m}; listener ignored"));
+        }
+        usable = false;
+        conditions.push(Condition::failed("Accepted", reason, message.clone()));
+        conditions.push(Condition::failed("Programmed", "Invalid", message.clone()));
+    }
+    if !bad_kinds.is_empty() {
+        let m = format!("route kinds {bad_kinds:?} are not supported; HTTPRoute is");
+        diags.warn(obj, format!("{field}.allowedRoutes.kinds"), m.clone());
+        conditions.push(Condition::failed("ResolvedRefs", "InvalidRouteKinds", m));
+        let only_bad = l
+            .allowed_routes
+            .as_ref()
+            .is_some_and(|a| a.kinds.len() == bad_kinds.len());
+        usable &= !only_bad;
+    }
+    DeclaredListener {
+        name: l.name.clone(),
+        port: l.port,
+        protocol,
+        host,
+        from,
+        usable,
+        attached: 0,
+        conditions,
+    }
+}
+
+/// Loads an HTTPS listener's certificate (first `certificateRefs` entry).
+#[allow(clippy::too_many_arguments)]
+fn certificate(
+    dl: &mut DeclaredListener,
+    tls: &gwapi::ListenerTls,
+    ns: &str,
+    obj: &ObjectRef,
+    field: &str,
+    index: &Index<'_>,
+    grants: &Grants<'_>,
+    b: &mut TableBuilder,
+    diags: &mut Diagnostics,
+) {
+    let Some(r) = tls.certificate_refs.first() else {
+        diags.error(
+            obj,
+            format!("{field}.tls.certificateRefs"),
+            "at least one Secret is required; listener ignored",
+        );
+        dl.usable = false;
+        dl.conditions.push(Condition::failed(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            "no certificateRefs",
+        ));
+        return;
+    };
+    let f = format!("{field}.tls.certificateRefs[0]");
+    let target_ns = r.namespace.as_deref().unwrap_or(ns);
+    let kind_ok = r.group.as_deref().unwrap_or("").is_empty()
+        && r.kind.as_deref().unwrap_or("Secret") == "Secret";
+    let result = if !kind_ok {
+        Err((
+            "InvalidCertificateRef",
+            "only core Secrets are supported".to_string(),
+        ))
+    } else if !grants.allows(&Reference {
+        from_group: gwapi::GROUP,
+        from_kind: "Gateway",
+        from_namespace: ns,
+        to_group: "",
+        to_kind: "Secret",
+        to_namespace: target_ns,
+        to_name: &r.name,
+    }) {
+        Err((
+            "RefNotPermitted",
+            format!(
+                "Secret {target_ns}/{} is in another namespace and no ReferenceGrant allows it",
+                r.name
+            ),
+        ))
+    } else {
+        index
+            .secrets
+            .certificate(target_ns, &r.name)
+            .map_err(|e| ("InvalidCertificateRef", e))
+    };
+    match result {
+        Ok((cert, key)) => b.certificate(
+            dl.port,
+            TlsCertificate {
+                source: format!("Secret {target_ns}/{}", r.name),
+                hosts: vec![dl.host.clone()],
+                cert_pem: Redacted(cert),
+                key_pem: Redacted(key),
+            },
+        ),
+        Err((reason, message)) => {
+            diags.warn(obj, f, format!("{message}; the listener is not served"));
+            dl.usable = false;
+            dl.conditions
+                .push(Condition::failed("ResolvedRefs", reason, message.clone()));
+            dl.conditions
+                .push(Condition::failed("Programmed", "Invalid", message));
+        }
+    }
+}
+
+/// Listeners of one Gateway on the same port with the same host name conflict (all but the
+/// first), as do listeners on one port with different protocols; then fills in the conditions
+/// every listener carries.
+fn conflicts(listeners: &mut [DeclaredListener], obj: &ObjectRef, diags: &mut Diagnostics) {
+    for i in 0..listeners.len() {
+        let conflict = listeners[..i].iter().find_map(|o| {
+            if o.port != listeners[i].port {
+                None
+            } else if o.protocol != listeners[i].protocol {
+                Some("ProtocolConflict")
+            } else if o.host == listeners[i].host {
+                Some("HostnameConflict")
+            } else {
+                None
+            }
+        });
+        let l = &mut listeners[i];
+        if let Some(reason) = conflict {
+            diags.warn(
+                obj,
+                format!("spec.listeners[{i}]"),
+                format!("listener {:?} conflicts with an earlier one on port {} ({reason}); it is not served", l.name, l.port),
+            );
+            l.usable = false;
+            l.conditions.push(Condition::ok("Conflicted", reason));
+            l.conditions.push(Condition::failed(
+                "Accepted",
+                reason,
+                "conflicts with an earlier listener",
+            ));
+            l.conditions
+                .push(Condition::failed("Programmed", "Invalid", "conflicted"));
+        }
+        let has = |l: &DeclaredListener, t: &str| l.conditions.iter().any(|c| c.type_ == t);
+        if !has(l, "Conflicted") {
+            l.conditions.push(Condition::new(
+                "Conflicted",
+                crate::translate::ConditionStatus::False,
+                "NoConflicts",
+                "",
+            ));
+        }
+        if !has(l, "Accepted") {
+            l.conditions.push(Condition::ok("Accepted", "Accepted"));
+        }
+        if !has(l, "ResolvedRefs") {
+            l.conditions
+                .push(Condition::ok("ResolvedRefs", "ResolvedRefs"));
+        }
+        if !has(l, "Programmed") {
+            l.conditions.push(Condition::ok("Programmed", "Programmed"));
+        }
+        l.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    }
+}
