@@ -4,6 +4,9 @@
 //! the response but never a session, ReferenceGrant, allowedRoutes and hostname intersection; a
 //! WebSocket session on each route type.
 
+// Measures real wall-clock time against a live server, not tokio time.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 
 use common::*;
