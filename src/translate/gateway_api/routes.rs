@@ -342,8 +342,8 @@ fn rule_timeout(rule: &HTTPRouteRule) -> Result<Option<Timeout>, String> {
 }
 
 /// The rule's backends: the first (by weight > 0) and, when several, the weighted split.
-/// `None` when the rule has no usable backend at all (every request then gets 503... or the
-/// rule has only zero weights).
+/// `None` when every backend has weight 0. A reference that does not resolve becomes an
+/// `unresolved` backend: its share of the requests gets 500, as the spec requires.
 #[allow(clippy::too_many_arguments)]
 fn backends(
     rule: &HTTPRouteRule,
@@ -363,7 +363,7 @@ fn backends(
         let weight = r.weight.unwrap_or(1).max(0) as u32;
         let (backend, problem) = backend(r, obj, index, grants, policies, at, &mut *b);
         if let Some((reason, m)) = problem {
-            diags.warn(obj, &f, format!("{m}; requests to it get 503"));
+            diags.warn(obj, &f, format!("{m}; requests to it get 500"));
             unresolved.get_or_insert((reason, m));
         }
         if weight > 0 {
@@ -371,11 +371,14 @@ fn backends(
         }
     }
     if rule.backend_refs.is_empty() && rule.filters.iter().all(|f| f.type_ != "RequestRedirect") {
-        // No backends: the spec wants 500s; wsgate answers 503 from an empty pool.
+        // No backends and nothing else that answers: the spec wants 500s.
         let empty = b.backend(Backend {
             id: format!("{}/{}/no-backends", obj.namespace, obj.name).into(),
             endpoints: Arc::from([]),
-            settings: BackendSettings::default(),
+            settings: BackendSettings {
+                unresolved: true,
+                ..BackendSettings::default()
+            },
         });
         return Some((empty, None));
     }
@@ -483,6 +486,7 @@ fn backend(
             at.listener,
         );
     }
+    settings.unresolved = problem.is_some();
     let backend = b.backend(Backend {
         id,
         endpoints: endpoints.into(),
