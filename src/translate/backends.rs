@@ -62,7 +62,6 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.
     /// The `appProtocol` of a Service port, if it has one.
     pub(crate) fn app_protocol(&self, ns: &str, name: &str, port: i32) -> Option<String> {
         self.services
@@ -77,6 +76,21 @@ impl<'a> Index<'a> {
             .clone()
     }
 
+    /// The name of Service `ns/name`'s port `port`, if it has one (a `sectionName` target).
+    pub(crate) fn port_name(&self, ns: &str, name: &str, port: i32) -> Option<String> {
+        self.services
+            .get(&(ns, name))?
+            .spec
+            .as_ref()?
+            .ports
+            .as_deref()?
+            .iter()
+            .find(|p| p.port == port)?
+            .name
+            .clone()
+    }
+
+    /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.
     pub(crate) fn resolve(
         &self,
         ns: &str,

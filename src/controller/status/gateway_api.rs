@@ -1,6 +1,6 @@
 //! Status of the Gateway API objects and WebSocketPolicies (leader only): the wanted status is
 //! built from translation's report (pure: [`class_status`], [`gateway_status`], [`route_status`],
-//! [`policy_status`], each keeping transition times of unchanged conditions), compared with the
+//! [`policy_status`], [`tls_policy_status`], each keeping transition times of unchanged conditions), compared with the
 //! object's, and written by a merge patch of the `status` subresource only when it differs.
 
 use super::wanted::meta_conditions;
@@ -12,7 +12,7 @@ use crate::gwapi::{
 use crate::proxy::BindError;
 use crate::translate::Condition;
 use crate::translate::gateway_api::{
-    GatewayApiReport, GatewayReport, PolicyReport, RouteReport, SUPPORTED_FEATURES,
+    GatewayApiReport, GatewayReport, PolicyReport, RouteReport, SUPPORTED_FEATURES, TlsPolicyReport,
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -165,6 +165,48 @@ pub fn policy_status(
     }
 }
 
+/// The wanted BackendTLSPolicy status: ours per ancestor Gateway; entries other controllers
+/// wrote are kept as they are (the policy is a shared object, unlike a WebSocketPolicy).
+pub fn tls_policy_status(
+    r: &TlsPolicyReport,
+    generation: Option<i64>,
+    current: Option<&gwapi::PolicyStatus>,
+    now: Timestamp,
+) -> gwapi::PolicyStatus {
+    let theirs = current
+        .map(|c| &c.ancestors[..])
+        .unwrap_or(&[])
+        .iter()
+        .filter(|a| a.controller_name != gwapi::CONTROLLER_NAME)
+        .cloned();
+    let ours = r.ancestors.iter().map(|((ns, name), conds)| {
+        let ancestor_ref = gwapi::ParentReference {
+            group: Some(gwapi::GROUP.into()),
+            kind: Some("Gateway".into()),
+            namespace: Some(ns.clone()),
+            name: name.clone(),
+            section_name: None,
+            port: None,
+        };
+        let prior = current
+            .and_then(|c| {
+                c.ancestors.iter().find(|a| {
+                    a.ancestor_ref == ancestor_ref && a.controller_name == gwapi::CONTROLLER_NAME
+                })
+            })
+            .map(|a| &a.conditions[..])
+            .unwrap_or(&[]);
+        gwapi::PolicyAncestorStatus {
+            ancestor_ref,
+            controller_name: gwapi::CONTROLLER_NAME.into(),
+            conditions: meta_conditions(generation, conds, prior, now),
+        }
+    });
+    gwapi::PolicyStatus {
+        ancestors: theirs.chain(ours).collect(),
+    }
+}
+
 fn params() -> PatchParams {
     PatchParams {
         field_manager: Some("wsgate".into()),
@@ -279,6 +321,28 @@ pub async fn write_all(
         };
         let wanted = policy_status(r, p.metadata.generation, p.status.as_ref(), now);
         let a: Api<WebSocketPolicy> = Api::namespaced(client.clone(), &r.object.namespace);
+        ok &= write(
+            a,
+            &r.object.name,
+            &wanted,
+            p.status.as_ref(),
+            &r.object.to_string(),
+        )
+        .await;
+    }
+    for r in &report.tls_policies {
+        let Some(p) = api.backend_tls_policies.iter().find(|p| {
+            p.metadata.namespace.as_deref() == Some(&r.object.namespace)
+                && p.metadata.name.as_deref() == Some(&r.object.name)
+        }) else {
+            continue;
+        };
+        // Nothing to say until a route of ours reaches one of its Services.
+        if r.ancestors.is_empty() && p.status.is_none() {
+            continue;
+        }
+        let wanted = tls_policy_status(r, p.metadata.generation, p.status.as_ref(), now);
+        let a: Api<gwapi::BackendTLSPolicy> = Api::namespaced(client.clone(), &r.object.namespace);
         ok &= write(
             a,
             &r.object.name,

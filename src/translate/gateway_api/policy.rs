@@ -34,6 +34,8 @@ type PolicyEntry = (ObjectRef, Vec<(String, Target)>, Vec<Condition>);
 pub(crate) struct Policies {
     by_target: HashMap<(String, Target), Parsed>,
     all: Vec<PolicyEntry>,
+    /// The BackendTLSPolicies, consulted for each Service a route reaches.
+    pub(crate) backend_tls: super::backend_tls::BackendTls,
 }
 
 impl Policies {
@@ -124,7 +126,19 @@ impl Policies {
             }
             all.push((object, targets, conds));
         }
-        Self { by_target, all }
+        Self {
+            by_target,
+            all,
+            backend_tls: Default::default(),
+        }
+    }
+
+    /// These policies with the snapshot's BackendTLSPolicies.
+    pub(crate) fn with_backend_tls(self, backend_tls: super::backend_tls::BackendTls) -> Self {
+        Self {
+            backend_tls,
+            ..self
+        }
     }
 
     /// Applies the most specific policy for a backend of `route` (rule `rule`) on Gateway `gw`
