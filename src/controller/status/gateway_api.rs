@@ -4,16 +4,18 @@
 //! object's, and written by a merge patch of the `status` subresource only when it differs.
 
 use super::wanted::meta_conditions;
-use crate::crd::{AncestorRef, PolicyAncestor, WebSocketPolicy, WebSocketPolicyStatus};
+use crate::crd::{AncestorRef, PolicyAncestor, WebSocketPolicyStatus};
 use crate::gwapi::{
     self, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerStatus, RouteGroupKind,
     RouteParentStatus, RouteStatus, SupportedFeature,
 };
 use crate::proxy::BindError;
 use crate::translate::Condition;
+use crate::translate::ObjectRef;
 use crate::translate::gateway_api::{
     GatewayApiReport, GatewayReport, PolicyReport, RouteReport, SUPPORTED_FEATURES, TlsPolicyReport,
 };
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
@@ -239,6 +241,33 @@ where
     }
 }
 
+/// Finds `object` in `objects` (the snapshot's copies) and writes the status `wanted` computes
+/// from it when that differs from the current one; true when nothing failed (a vanished object
+/// is not a failure: the next pass no longer reports it).
+async fn write_namespaced<'a, K, S>(
+    client: &Client,
+    objects: &'a [K],
+    object: &ObjectRef,
+    wanted: impl FnOnce(&'a K) -> (S, Option<&'a S>),
+) -> bool
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq + 'a,
+{
+    let Some(found) = objects.iter().find(|o| {
+        o.meta().namespace.as_deref() == Some(&object.namespace)
+            && o.meta().name.as_deref() == Some(&object.name)
+    }) else {
+        return true;
+    };
+    let (wanted, current) = wanted(found);
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace);
+    write(api, &object.name, &wanted, current, &object.to_string()).await
+}
+
 /// Writes every Gateway API status that differs. Returns false if a write failed.
 pub async fn write_all(
     client: &Client,
@@ -270,86 +299,43 @@ pub async fn write_all(
         .await;
     }
     for r in &report.gateways {
-        let Some(g) = api.gateways.iter().find(|g| {
-            g.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && g.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        let wanted = gateway_status(
-            r,
-            g.metadata.generation,
-            addresses,
-            bind_errors,
-            g.status.as_ref(),
-            now,
-        );
-        let a: Api<gwapi::Gateway> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            g.status.as_ref(),
-            &r.object.to_string(),
-        )
+        ok &= write_namespaced(client, &api.gateways, &r.object, |g| {
+            let wanted = gateway_status(
+                r,
+                g.metadata.generation,
+                addresses,
+                bind_errors,
+                g.status.as_ref(),
+                now,
+            );
+            (wanted, g.status.as_ref())
+        })
         .await;
     }
     for r in &report.routes {
-        let Some(h) = api.http_routes.iter().find(|h| {
-            h.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && h.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        let wanted = route_status(r, h.metadata.generation, h.status.as_ref(), now);
-        let a: Api<gwapi::HTTPRoute> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            h.status.as_ref(),
-            &r.object.to_string(),
-        )
+        ok &= write_namespaced(client, &api.http_routes, &r.object, |h| {
+            let wanted = route_status(r, h.metadata.generation, h.status.as_ref(), now);
+            (wanted, h.status.as_ref())
+        })
         .await;
     }
     for r in &report.policies {
-        let Some(p) = api.websocket_policies.iter().find(|p| {
-            p.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && p.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        let wanted = policy_status(r, p.metadata.generation, p.status.as_ref(), now);
-        let a: Api<WebSocketPolicy> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            p.status.as_ref(),
-            &r.object.to_string(),
-        )
+        ok &= write_namespaced(client, &api.websocket_policies, &r.object, |p| {
+            let wanted = policy_status(r, p.metadata.generation, p.status.as_ref(), now);
+            (wanted, p.status.as_ref())
+        })
         .await;
     }
-    for r in &report.tls_policies {
-        let Some(p) = api.backend_tls_policies.iter().find(|p| {
-            p.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && p.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        // Nothing to say until a route of ours reaches one of its Services.
-        if r.ancestors.is_empty() && p.status.is_none() {
-            continue;
-        }
-        let wanted = tls_policy_status(r, p.metadata.generation, p.status.as_ref(), now);
-        let a: Api<gwapi::BackendTLSPolicy> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            p.status.as_ref(),
-            &r.object.to_string(),
-        )
+    // A BackendTLSPolicy has nothing to say until a route of ours reaches one of its Services.
+    for r in report
+        .tls_policies
+        .iter()
+        .filter(|r| !r.ancestors.is_empty())
+    {
+        ok &= write_namespaced(client, &api.backend_tls_policies, &r.object, |p| {
+            let wanted = tls_policy_status(r, p.metadata.generation, p.status.as_ref(), now);
+            (wanted, p.status.as_ref())
+        })
         .await;
     }
     ok

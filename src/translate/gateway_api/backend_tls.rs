@@ -55,17 +55,7 @@ impl BackendTls {
         config_maps: &[ConfigMap],
         diags: &mut Diagnostics,
     ) -> Self {
-        let mut sorted: Vec<&BackendTLSPolicy> = list.iter().collect();
-        sorted.sort_by_key(|p| {
-            (
-                p.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string()),
-                p.metadata.namespace.clone(),
-                p.metadata.name.clone(),
-            )
-        });
+        let sorted = super::oldest_first(list);
         let mut out = Self {
             entries: Vec::new(),
             by_target: HashMap::new(),

@@ -130,6 +130,21 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "ReferenceGrant",
 ];
 
+/// `list` oldest first, then by namespace and name: the Gateway API's order of precedence
+/// between conflicting objects (policies on the same target, for instance).
+pub(crate) fn oldest_first<K: kube::Resource>(list: &[K]) -> Vec<&K> {
+    let mut sorted: Vec<&K> = list.iter().collect();
+    sorted.sort_by_key(|p| {
+        let m = p.meta();
+        (
+            m.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            m.namespace.clone(),
+            m.name.clone(),
+        )
+    });
+    sorted
+}
+
 /// Whether a GatewayClass is served by wsgate.
 fn is_our_class(c: &gwapi::GatewayClass, options: &Options) -> bool {
     c.spec.controller_name == gwapi::CONTROLLER_NAME

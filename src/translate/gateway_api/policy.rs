@@ -42,17 +42,7 @@ impl Policies {
     /// Parses every policy; invalid fields are errors on the policy. Kept whole: parsing,
     /// validation and conflict resolution share the per-policy error list and condition.
     pub(crate) fn new(list: &[WebSocketPolicy], diags: &mut Diagnostics) -> Self {
-        let mut sorted: Vec<&WebSocketPolicy> = list.iter().collect();
-        sorted.sort_by_key(|p| {
-            (
-                p.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string()),
-                p.metadata.namespace.clone(),
-                p.metadata.name.clone(),
-            )
-        });
+        let sorted = super::oldest_first(list);
         let mut by_target = HashMap::new();
         let mut all = Vec::new();
         for p in sorted {
