@@ -21,6 +21,9 @@ cargo test --all-targets
 step "Socket.IO / engine.io through wsgate with the affinity cookie (real npm clients and servers)"
 bash tests/socketio/run.sh
 
+step "a real browser over HTTP/2: headless Chromium (Debian package) opens wss:// through wsgate with RFC 8441"
+bash tests/browser/run.sh
+
 step "fuzz smoke: every cargo-fuzz target for a few seconds (installs cargo-fuzz when missing)"
 bash fuzz/run.sh --smoke
 

@@ -849,3 +849,103 @@ async fn a_silent_h2_connection_is_closed_after_the_header_timeout() {
     );
     assert!(!seen.is_empty(), "the server's SETTINGS came first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_the_protocol_and_sigterm_closes_h2_sessions_then_goaway() {
+    use std::process::Stdio;
+    let backend = echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = service_yaml("d", "e", &[backend.addr])
+        + &ingress_yaml("d", "i", &[], &[("", "/", "Prefix", "e")]);
+    std::fs::write(dir.path().join("d.yaml"), yaml).unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args(["run", "--config", dir.path().to_str().unwrap()])
+        .args(["--bind", "127.0.0.1", "--http-port", &http.to_string()])
+        .args(["--admin-port", &admin.to_string(), "--shutdown-drain", "6s"])
+        .args(["--http2-cleartext", "--http2-max-concurrent-streams=16"])
+        .args(["--log-format", "json", "--log-level", "info"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let t0 = std::time::Instant::now();
+    while TcpStream::connect(admin_addr).await.is_err()
+        || http_get(admin_addr, "x", "/readyz").await.0 != 200
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "wsgate did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (send, conn) = h2c(http_addr).await;
+    let (mut sessions, mut heads) = (Vec::new(), Vec::new());
+    for path in ["/a", "/b", "/c"] {
+        let (ws, head) = ws_over_h2(&send, "x.example", path, &[]).await;
+        sessions.push(ws);
+        heads.push(head);
+    }
+    // The server's SETTINGS arrived before the first extended CONNECT could go out.
+    assert_eq!(
+        send.current_max_send_streams(),
+        16,
+        "SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+    for ws in sessions.iter_mut() {
+        roundtrip(ws, Message::text("before the drain")).await;
+    }
+
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.await.unwrap().success());
+    for ws in sessions.iter_mut() {
+        assert_eq!(close_code(ws).await, 1001, "every h2 session gets 1001");
+    }
+    drop(sessions);
+    let ended = tokio::time::timeout(Duration::from_secs(8), conn).await;
+    assert!(
+        matches!(ended, Ok(Ok(_))),
+        "GOAWAY ends the connection: {ended:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the drain")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let of = |target: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["target"] == target).collect()
+    };
+    let access = of("wsgate::access");
+    assert_eq!(access.len(), 3, "{out}");
+    for l in &access {
+        assert_eq!(l["client_protocol"], "h2", "{l}");
+        assert_eq!(l["method"], "CONNECT", "{l}");
+        assert_eq!(l["status"], 200, "{l}");
+    }
+    let closed = of("wsgate::session");
+    assert_eq!(closed.len(), 3, "{out}");
+    for l in &closed {
+        assert_eq!(l["client_protocol"], "h2", "{l}");
+        assert_eq!(l["close_reason"], "shutdown", "{l}");
+    }
+}
