@@ -401,7 +401,8 @@ async fn timeouts_bound_the_response_but_never_a_session() {
 async fn reference_grants_listeners_and_hostnames_decide_attachment() {
     let env = start().await;
     assert_eq!(body_backend(&get(&env, "g.example.com", "/").await.1), "a");
-    assert_eq!(get(&env, "d.example.com", "/").await.0, 503);
+    // A reference no ReferenceGrant allows: the spec's 500, not a 503 (nothing will recover).
+    assert_eq!(get(&env, "d.example.com", "/").await.0, 500);
     // `admin` allows only its namespace: the `other` route is not attached, the `apps` one is.
     assert_eq!(get(&env, "admin.test", "/").await.0, 404);
     assert_eq!(body_backend(&get(&env, "admin.test", "/ok").await.1), "b");

@@ -267,6 +267,15 @@ pub struct BackendSettings {
     /// Cookie-based session affinity issued by wsgate; `None` = off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity: Option<AffinityCookie>,
+    /// The route's reference to this backend did not resolve (Gateway API: a missing Service,
+    /// a reference no ReferenceGrant allows, an unsupported kind, or a rule without backends):
+    /// requests answer 500 as the spec requires, not the 503 of a backend without endpoints.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unresolved: bool,
+    /// The name sent as SNI and verified in an HTTPS backend's certificate (Gateway API
+    /// `BackendTLSPolicy` `hostname`); `None` = the endpoint's host, as written or resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<Arc<str>>,
 }
 
 impl Default for BackendSettings {
@@ -282,6 +291,8 @@ impl Default for BackendSettings {
             cache: false,
             probe: None,
             affinity: None,
+            unresolved: false,
+            tls_server_name: None,
         }
     }
 }

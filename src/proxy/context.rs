@@ -90,6 +90,9 @@ pub(crate) struct RequestCtx<'a> {
 impl RequestCtx<'_> {
     /// Chooses an available endpoint by the backend's policy.
     pub(crate) fn pick(&self, headers: &http::HeaderMap) -> Result<Lease, ProxyError> {
+        if self.backend.settings.unresolved {
+            return Err(ProxyError::invalid_backend());
+        }
         if let Some(ep) = self.pinned.filter(|e| e.available()) {
             return Ok(Lease::new(ep.clone(), self.request));
         }

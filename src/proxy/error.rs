@@ -32,6 +32,8 @@ pub(crate) enum Reason {
     UpstreamFailed,
     /// The backend answered an upgrade with an invalid `101`.
     UpstreamBadUpgrade,
+    /// The route names a backend that does not resolve (Gateway API: 500).
+    InvalidBackend,
 }
 
 impl Reason {
@@ -52,6 +54,7 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::UpstreamFailed => "upstream_failed",
             Reason::UpstreamBadUpgrade => "upstream_bad_upgrade",
+            Reason::InvalidBackend => "invalid_backend",
         }
     }
 
@@ -110,6 +113,16 @@ impl ProxyError {
             StatusCode::SERVICE_UNAVAILABLE,
             Reason::NoHealthyBackend,
             "no healthy endpoint for this backend",
+        )
+    }
+
+    /// 500: the route's backend reference did not resolve (the spec's answer, not a 503,
+    /// because no endpoint will ever appear until the configuration changes).
+    pub(crate) fn invalid_backend() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::InvalidBackend,
+            "the route's backend reference is invalid",
         )
     }
 

@@ -8,7 +8,7 @@ use super::policy::Policies;
 use super::refs::{Grants, Reference};
 use super::{ParentReport, RouteReport};
 use crate::gwapi::{self, HTTPBackendRef, HTTPRoute, HTTPRouteRule, ParentReference};
-use crate::ir::{Backend, BackendProtocol, BackendSettings, HostMatch, Timeout};
+use crate::ir::{Backend, BackendProtocol, BackendSettings, HostMatch, Redacted, Timeout};
 use crate::translate::backends::{Index, PortRef};
 use crate::translate::builder::{Origin, RouteExtras, TableBuilder, Target};
 use crate::translate::conditions::Condition;
@@ -342,8 +342,8 @@ fn rule_timeout(rule: &HTTPRouteRule) -> Result<Option<Timeout>, String> {
 }
 
 /// The rule's backends: the first (by weight > 0) and, when several, the weighted split.
-/// `None` when the rule has no usable backend at all (every request then gets 503... or the
-/// rule has only zero weights).
+/// `None` when every backend has weight 0. A reference that does not resolve becomes an
+/// `unresolved` backend: its share of the requests gets 500, as the spec requires.
 #[allow(clippy::too_many_arguments)]
 fn backends(
     rule: &HTTPRouteRule,
@@ -363,7 +363,7 @@ fn backends(
         let weight = r.weight.unwrap_or(1).max(0) as u32;
         let (backend, problem) = backend(r, obj, index, grants, policies, at, &mut *b);
         if let Some((reason, m)) = problem {
-            diags.warn(obj, &f, format!("{m}; requests to it get 503"));
+            diags.warn(obj, &f, format!("{m}; requests to it get 500"));
             unresolved.get_or_insert((reason, m));
         }
         if weight > 0 {
@@ -371,11 +371,14 @@ fn backends(
         }
     }
     if rule.backend_refs.is_empty() && rule.filters.iter().all(|f| f.type_ != "RequestRedirect") {
-        // No backends: the spec wants 500s; wsgate answers 503 from an empty pool.
+        // No backends and nothing else that answers: the spec wants 500s.
         let empty = b.backend(Backend {
             id: format!("{}/{}/no-backends", obj.namespace, obj.name).into(),
             endpoints: Arc::from([]),
-            settings: BackendSettings::default(),
+            settings: BackendSettings {
+                unresolved: true,
+                ..BackendSettings::default()
+            },
         });
         return Some((empty, None));
     }
@@ -414,6 +417,7 @@ fn backend(
         ..BackendSettings::default()
     };
     let mut problem = None;
+    let mut tls_failed = false;
     let mut endpoints = Vec::new();
     let kind_ok = r.group.as_deref().unwrap_or("").is_empty()
         && r.kind.as_deref().unwrap_or("Service") == "Service";
@@ -482,11 +486,42 @@ fn backend(
             &at.gw.object.name,
             at.listener,
         );
+        tls_failed = !backend_tls(&mut settings, policies, index, ns, &r.name, port, at);
     }
+    settings.unresolved = problem.is_some() || tls_failed;
     let backend = b.backend(Backend {
         id,
         endpoints: endpoints.into(),
         settings,
     });
     (backend, problem)
+}
+
+/// Applies the BackendTLSPolicy of Service `ns/name` port `port`, if one targets it: HTTPS with
+/// its CA and server name. False when the policy cannot be honoured (requests then get 500:
+/// never plaintext, never other roots).
+fn backend_tls(
+    settings: &mut BackendSettings,
+    policies: &Policies,
+    index: &Index<'_>,
+    ns: &str,
+    name: &str,
+    port: i32,
+    at: &Placement<'_>,
+) -> bool {
+    let port_name = index.port_name(ns, name, port);
+    let gateway = (at.gw.object.namespace.as_str(), at.gw.object.name.as_str());
+    match policies
+        .backend_tls
+        .lookup(ns, name, port_name.as_deref(), gateway)
+    {
+        None => true,
+        Some(Ok(tls)) => {
+            settings.protocol = BackendProtocol::Https;
+            settings.ca_pem = tls.ca_pem.clone().map(Redacted);
+            settings.tls_server_name = Some(tls.hostname.clone());
+            true
+        }
+        Some(Err(_)) => false,
+    }
 }
