@@ -2,7 +2,7 @@
 
 use crate::app::RunConfig;
 use crate::names::{is_dns_label, is_dns_subdomain};
-use crate::proxy::ProxySettings;
+use crate::proxy::{Http2Settings, ProxySettings};
 use crate::translate::Options;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
@@ -164,6 +164,47 @@ pub struct RunArgs {
     #[arg(long, env = "WSGATE_MAX_EJECTION_PERCENT", default_value_t = 50,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub max_ejection_percent: u8,
+    /// Offer HTTP/2 by ALPN (`h2`) on HTTPS listeners, WebSockets over HTTP/2 (RFC 8441)
+    /// included; `--http2=false` offers only http/1.1.
+    #[arg(long, env = "WSGATE_HTTP2", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub http2: bool,
+    /// Accept HTTP/2 with prior knowledge (h2c) on HTTP listeners, next to HTTP/1.1.
+    #[arg(long, env = "WSGATE_HTTP2_CLEARTEXT", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub http2_cleartext: bool,
+    /// HTTP/2 streams open at once per connection (each WebSocket over HTTP/2 holds one).
+    #[arg(long, env = "WSGATE_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window per stream, bytes: what a client may send on one stream
+    /// before wsgate passed it on.
+    #[arg(long, env = "WSGATE_HTTP2_INITIAL_STREAM_WINDOW", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647))]
+    pub http2_initial_stream_window: u32,
+    /// HTTP/2 flow-control window per connection, bytes (all its streams together).
+    #[arg(long, env = "WSGATE_HTTP2_INITIAL_CONNECTION_WINDOW", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647))]
+    pub http2_initial_connection_window: u32,
+    /// Largest HTTP/2 frame payload wsgate accepts, bytes.
+    #[arg(long, env = "WSGATE_HTTP2_MAX_FRAME_SIZE", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
+    pub http2_max_frame_size: u32,
+    /// Streams a client may open and cancel before wsgate accepted them; more -> GOAWAY
+    /// (rapid reset, CVE-2023-44487).
+    #[arg(
+        long,
+        env = "WSGATE_HTTP2_MAX_PENDING_RESET_STREAMS",
+        default_value_t = 20
+    )]
+    pub http2_max_pending_reset_streams: usize,
+    /// Streams wsgate may reset for a client's protocol errors; more -> GOAWAY (CVE-2025-8671).
+    #[arg(
+        long,
+        env = "WSGATE_HTTP2_MAX_LOCAL_ERROR_RESETS",
+        default_value_t = 100
+    )]
+    pub http2_max_local_error_resets: usize,
     /// Secret key of affinity cookie values, the same on every replica (set it through the
     /// environment from a Secret, not on the command line); empty = unkeyed.
     #[arg(
@@ -229,6 +270,16 @@ impl RunArgs {
                 affinity_key: crate::ir::Redacted(self.affinity_key.0.clone().into_bytes()),
                 allow_underscore_headers: self.allow_underscore_headers,
                 max_ejection_percent: self.max_ejection_percent,
+                http2: Http2Settings {
+                    enabled: self.http2,
+                    cleartext: self.http2_cleartext,
+                    max_concurrent_streams: self.http2_max_concurrent_streams,
+                    initial_stream_window: self.http2_initial_stream_window,
+                    initial_connection_window: self.http2_initial_connection_window,
+                    max_frame_size: self.http2_max_frame_size,
+                    max_pending_reset_streams: self.http2_max_pending_reset_streams,
+                    max_local_error_resets: self.http2_max_local_error_resets,
+                },
             },
             admin_port: self.admin_port,
             shutdown_drain: self.shutdown_drain,

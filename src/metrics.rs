@@ -30,6 +30,15 @@ pub struct Metrics {
     pub cache_requests: IntCounterVec,
     /// `wsgate_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
+    /// `wsgate_client_connections_total{protocol}`: client connections by the protocol they
+    /// speak (`http1`, `h2`).
+    pub client_connections: IntCounterVec,
+    /// `wsgate_client_requests_total{protocol}`: requests by client protocol (`http1`, `h2`);
+    /// the per-route series stay in `wsgate_http_requests_total`.
+    pub client_requests: IntCounterVec,
+    /// `wsgate_websocket_sessions_opened_total{protocol}`: WebSocket sessions opened, by client
+    /// protocol (`http1`: Upgrade; `h2`: RFC 8441 extended CONNECT).
+    pub ws_opened: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -132,6 +141,21 @@ impl Metrics {
                 "wsgate_config_reloads_total",
                 "Configuration reloads.",
                 &["result"],
+            ),
+            client_connections: counter(
+                "wsgate_client_connections_total",
+                "Client connections by protocol (http1, h2).",
+                &["protocol"],
+            ),
+            client_requests: counter(
+                "wsgate_client_requests_total",
+                "Requests by client protocol (http1, h2).",
+                &["protocol"],
+            ),
+            ws_opened: counter(
+                "wsgate_websocket_sessions_opened_total",
+                "WebSocket sessions opened, by client protocol (http1: Upgrade, h2: RFC 8441).",
+                &["protocol"],
             ),
             registry,
         }

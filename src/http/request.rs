@@ -45,6 +45,22 @@ pub enum HeadError {
     /// A path refused by normalisation (400).
     #[error(transparent)]
     Path(#[from] path::PathError),
+    /// HTTP/2: a `Host` header naming another host or port than `:authority` (400, RFC 9113
+    /// §8.3.1).
+    #[error("Host {host:?} does not match :authority {authority:?}")]
+    AuthorityMismatch {
+        /// The `:authority` pseudo-header.
+        authority: String,
+        /// The `Host` header.
+        host: String,
+    },
+    /// HTTP/2: a connection-specific header field, or `TE` other than `trailers` (400, RFC
+    /// 9113 §8.2.2).
+    #[error("connection-specific header {0:?} in an HTTP/2 request")]
+    ConnectionHeader(String),
+    /// HTTP/2: an extended CONNECT for a protocol other than `websocket` (501, RFC 8441 §4).
+    #[error("extended CONNECT protocol {0:?} is not supported")]
+    UnsupportedProtocol(String),
 }
 
 impl HeadError {
@@ -52,7 +68,9 @@ impl HeadError {
     pub fn status(&self) -> StatusCode {
         match self {
             HeadError::Connect => StatusCode::METHOD_NOT_ALLOWED,
-            HeadError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            HeadError::UnsupportedCoding(_) | HeadError::UnsupportedProtocol(_) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -87,7 +105,9 @@ pub fn check<'a>(
     if hosts.next().is_some() {
         return Err(HeadError::DuplicateHost);
     }
-    if host_header.is_none() && version != Version::HTTP_10 && version != Version::HTTP_09 {
+    // HTTP/2 names the host in `:authority` (the URI's authority); HTTP/1.1 always needs `Host`.
+    let named = host_header.is_some() || (version == Version::HTTP_2 && uri.authority().is_some());
+    if !named && version != Version::HTTP_10 && version != Version::HTTP_09 {
         return Err(HeadError::MissingHost);
     }
     let from_header = match host_header {

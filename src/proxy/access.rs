@@ -37,11 +37,15 @@ pub(crate) fn method_label(m: &Method) -> &'static str {
 }
 
 /// The connection a request came on, as the log sees it.
-pub(crate) struct Conn {
+pub(crate) struct Conn<'a> {
     pub(crate) peer: SocketAddr,
     pub(crate) port: u16,
     /// `http` or `https`.
     pub(crate) scheme: &'static str,
+    /// `http1` or `h2`.
+    pub(crate) protocol: &'static str,
+    /// `wsgate_client_requests_total` of that protocol.
+    pub(crate) requests: &'a prometheus::IntCounter,
 }
 
 /// One finished request as the log and the metrics see it.
@@ -59,8 +63,9 @@ pub(crate) struct Entry<'a> {
 }
 
 /// Counts the request and writes its access log line.
-pub(crate) fn record(series: &SeriesCache, m: &Metrics, conn: &Conn, e: &Entry<'_>) {
+pub(crate) fn record(series: &SeriesCache, m: &Metrics, conn: &Conn<'_>, e: &Entry<'_>) {
     let elapsed = e.start.elapsed();
+    conn.requests.inc();
     {
         let mut last = series.0.lock();
         let series = match last.take() {
@@ -90,6 +95,7 @@ pub(crate) fn record(series: &SeriesCache, m: &Metrics, conn: &Conn, e: &Entry<'
         client = %conn.peer,
         listener_port = conn.port,
         listener_protocol = conn.scheme,
+        client_protocol = conn.protocol,
         request_id = e.request_id,
         method = e.method,
         host = e.host,

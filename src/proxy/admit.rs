@@ -1,12 +1,17 @@
-//! Admission of a request head before routing: the RFC 9112 rules and path normalisation of
-//! [`crate::http`], `Host` rewritten for absolute-form targets, underscore header names dropped,
-//! identity headers set. One call at the start of the request phases, one after routing.
+//! Admission of a request head before routing: the RFC 9112 rules (RFC 9113 for HTTP/2 streams,
+//! whose extended CONNECT becomes a GET marked [`ExtendedConnect`]) and path normalisation of
+//! [`crate::http`], `Host` rewritten for absolute-form targets (and from `:authority`),
+//! underscore header names dropped, identity headers set. One call at the start of the request
+//! phases, one after routing.
 
 use super::context::ConnCtx;
 use super::error::{ProxyError, Reason};
 use super::headers::{client_ip, set_identity};
+use super::http2::ExtendedConnect;
 use crate::http::request;
-use http::{HeaderValue, Request, header};
+use crate::http::request_h2::{self, H2Form};
+use http::{HeaderValue, Method, Request, Version, header};
+use hyper::ext::Protocol;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// An admitted request: what routing matches on and what the backend gets.
@@ -30,8 +35,14 @@ fn refused(status: http::StatusCode, message: String) -> ProxyError {
 
 /// Checks and adjusts a request head.
 pub(crate) fn admit<B>(req: &mut Request<B>, ctx: &ConnCtx) -> Result<Admitted, ProxyError> {
-    let checked = request::check(req.method(), req.uri(), req.version(), req.headers());
-    let head = match checked {
+    let checked = if req.version() == Version::HTTP_2 {
+        let protocol = req.extensions().get::<Protocol>().map(Protocol::as_str);
+        request_h2::check(req.method(), req.uri(), req.headers(), protocol)
+    } else {
+        request::check(req.method(), req.uri(), req.version(), req.headers())
+            .map(|h| (h, H2Form::Plain))
+    };
+    let (head, form) = match checked {
         Ok(h) => h,
         Err(e) => {
             return Err(refused(e.status(), e.to_string()));
@@ -64,6 +75,15 @@ pub(crate) fn admit<B>(req: &mut Request<B>, ctx: &ConnCtx) -> Result<Admitted, 
     matching.hash(&mut hasher);
     let key = hasher.finish();
 
+    if req.version() == Version::HTTP_2 {
+        request_h2::join_cookies(req.headers_mut());
+    }
+    if form == H2Form::WebSocket {
+        // From here on the request is the backend's GET Upgrade (routing, firewall rules and
+        // route filters see the same request as over HTTP/1.1); the marker keeps its form.
+        *req.method_mut() = Method::GET;
+        req.extensions_mut().insert(ExtendedConnect);
+    }
     let settings = &ctx.shared.settings;
     let headers = req.headers_mut();
     if let Some(authority) = rewrite

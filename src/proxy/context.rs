@@ -5,6 +5,7 @@ use super::access::SeriesCache;
 use super::accounting::ConnGuard;
 use super::error::ProxyError;
 use super::headers::ClientInfo;
+use super::http2::ClientProtocol;
 use super::pools::{BoundPool, EndpointState, Lease, hash_key};
 use super::state::Shared;
 use crate::ir::Backend;
@@ -19,6 +20,8 @@ pub(crate) struct ConnCtx {
     pub(crate) port: u16,
     /// Whether it is TLS.
     pub(crate) tls: bool,
+    /// HTTP/1 or HTTP/2.
+    pub(crate) protocol: ClientProtocol,
     /// Peer address and TLS, formatted once.
     pub(crate) client: ClientInfo,
     /// The TCP peer.
@@ -27,25 +30,33 @@ pub(crate) struct ConnCtx {
     pub(crate) _slot: ConnGuard,
     /// Metric handles of the last request on this connection.
     pub(crate) series: SeriesCache,
+    /// `wsgate_client_requests_total` of this connection's protocol.
+    pub(crate) protocol_requests: prometheus::IntCounter,
 }
 
 impl ConnCtx {
-    /// The context of a connection accepted on `port` from `peer`.
+    /// The context of a connection accepted on `port` from `peer`, with or without TLS, speaking
+    /// `protocol`.
     pub(crate) fn new(
         shared: Arc<Shared>,
-        port: u16,
-        tls: bool,
+        (port, tls, protocol): (u16, bool, ClientProtocol),
         peer: SocketAddr,
         slot: ConnGuard,
     ) -> Self {
+        let protocol_requests = shared
+            .metrics
+            .client_requests
+            .with_label_values(&[protocol.label()]);
         Self {
             client: ClientInfo::new(peer.ip(), tls),
             shared,
             port,
             tls,
+            protocol,
             peer,
             _slot: slot,
             series: SeriesCache::default(),
+            protocol_requests,
         }
     }
 

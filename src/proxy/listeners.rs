@@ -1,6 +1,7 @@
 //! Opens and closes listening sockets as the table's set of ports changes.
 
 use super::accounting::Capacity;
+use super::http2::{self, ClientProtocol};
 use super::server::{self, Accepted};
 use super::state::Shared;
 use super::table::BindError;
@@ -118,10 +119,21 @@ async fn accept_loop(
                     }
                     let guards = (shared.conns.enter(), capacity.count.enter());
                     let _ = stream.set_nodelay(true);
-                    let accepted = move |tls| Accepted { peer, port, tls, guards };
+                    let accepted = move |tls, protocol| Accepted { peer, port, tls, protocol, guards };
                     match shared.table.load().tls(port).cloned() {
+                        None if shared.settings.http2.cleartext => {
+                            let shared = shared.clone();
+                            // HTTP/2 with prior knowledge: the preface decides, in the
+                            // connection's task.
+                            tokio::spawn(async move {
+                                let within = shared.settings.header_timeout;
+                                let protocol = http2::sniff_cleartext(&stream, within).await;
+                                server::serve(stream, accepted(false, protocol), shared).await
+                            });
+                        }
                         None => {
-                            tokio::spawn(server::serve(stream, accepted(false), shared.clone()));
+                            let accepted = accepted(false, ClientProtocol::Http1);
+                            tokio::spawn(server::serve(stream, accepted, shared.clone()));
                         }
                         Some(config) => {
                             let shared = shared.clone();
@@ -130,7 +142,11 @@ async fn accept_loop(
                             tokio::spawn(async move {
                                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                                 match tokio::time::timeout(shared.settings.header_timeout, accept).await {
-                                    Ok(Ok(tls)) => server::serve(tls, accepted(true), shared).await,
+                                    Ok(Ok(tls)) => {
+                                        let alpn = tls.get_ref().1.alpn_protocol();
+                                        let protocol = ClientProtocol::from_alpn(alpn);
+                                        server::serve(tls, accepted(true, protocol), shared).await
+                                    }
                                     Ok(Err(e)) => tracing::debug!(%peer, port, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, port, "TLS handshake timed out"),
                                 }

@@ -27,6 +27,7 @@ mod firewall;
 mod forward;
 mod headers;
 mod health;
+mod http2;
 mod listeners;
 mod pipeline;
 mod pools;
@@ -43,7 +44,7 @@ mod upstream;
 mod websocket;
 pub mod wire;
 
-pub use settings::ProxySettings;
+pub use settings::{Http2Settings, ProxySettings};
 pub use state::MAX_PENDING_HANDSHAKES;
 pub use table::BindError;
 pub use websocket::gate::{GateError, accept_key, check_client};
@@ -104,8 +105,11 @@ impl Proxy {
     /// that failed to load.
     pub async fn apply(&self, table: RouteTable) -> Vec<BindError> {
         let shared = &self.shared;
-        let (active, mut errors) =
-            ActiveTable::compile(table, &shared.registries, &shared.default_cert);
+        let (active, mut errors) = ActiveTable::compile(
+            table,
+            &shared.registries,
+            (&shared.default_cert, shared.settings.http2.enabled),
+        );
         shared.health.sync(
             active
                 .bound_pools()

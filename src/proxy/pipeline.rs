@@ -55,6 +55,8 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Res
         peer: ctx.peer,
         port: ctx.port,
         scheme: ctx.scheme(),
+        protocol: ctx.protocol.label(),
+        requests: &ctx.protocol_requests,
     };
     access::record(
         &ctx.series,

@@ -37,6 +37,48 @@ pub struct ProxySettings {
     /// `--max-ejection-percent`: the largest share of a pool's endpoints passive health may
     /// eject at once (at least one endpoint always stays).
     pub max_ejection_percent: u8,
+    /// `--http2*`: HTTP/2 on client connections and its limits.
+    pub http2: Http2Settings,
+}
+
+/// HTTP/2 on client connections (`--http2*` flags, see `docs/http2.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// `--http2`: offer `h2` by ALPN on HTTPS listeners (RFC 8441 WebSockets included).
+    pub enabled: bool,
+    /// `--http2-cleartext`: accept HTTP/2 with prior knowledge on HTTP listeners.
+    pub cleartext: bool,
+    /// `--http2-max-concurrent-streams`: `SETTINGS_MAX_CONCURRENT_STREAMS`; a WebSocket over
+    /// HTTP/2 holds one stream for its life.
+    pub max_concurrent_streams: u32,
+    /// `--http2-initial-stream-window`: bytes a client may send on one stream before wsgate
+    /// has passed them on (what one slow stream can hold in memory).
+    pub initial_stream_window: u32,
+    /// `--http2-initial-connection-window`: the same for all streams of a connection together.
+    pub initial_connection_window: u32,
+    /// `--http2-max-frame-size`: `SETTINGS_MAX_FRAME_SIZE`.
+    pub max_frame_size: u32,
+    /// `--http2-max-pending-reset-streams`: streams a client may open and reset before wsgate
+    /// accepted them; more -> GOAWAY (rapid reset, CVE-2023-44487).
+    pub max_pending_reset_streams: usize,
+    /// `--http2-max-local-error-resets`: streams wsgate may reset for protocol errors of a
+    /// client; more -> GOAWAY (MadeYouReset, CVE-2025-8671).
+    pub max_local_error_resets: usize,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cleartext: false,
+            max_concurrent_streams: 128,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_pending_reset_streams: 20,
+            max_local_error_resets: 100,
+        }
+    }
 }
 
 impl Default for ProxySettings {
@@ -54,6 +96,7 @@ impl Default for ProxySettings {
             affinity_key: Default::default(),
             allow_underscore_headers: false,
             max_ejection_percent: 50,
+            http2: Http2Settings::default(),
         }
     }
 }

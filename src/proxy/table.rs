@@ -82,12 +82,13 @@ impl ActiveTable {
         }
     }
 
-    /// Compiles `ir` against the registries. Certificates that fail to load are reported and left
-    /// out; the rest serves.
+    /// Compiles `ir` against the registries; HTTPS listeners get `default_cert` for unknown
+    /// names and offer `h2` by ALPN when `h2` is set. Certificates that fail to load are
+    /// reported and left out; the rest serves.
     pub(crate) fn compile(
         ir: RouteTable,
         reg: &Registries,
-        default_cert: &Arc<CertifiedKey>,
+        (default_cert, h2): (&Arc<CertifiedKey>, bool),
     ) -> (Self, Vec<BindError>) {
         let pools = ir.backends.iter().map(|b| reg.pools.bind(b)).collect();
         let firewalls = ir
@@ -103,7 +104,7 @@ impl ActiveTable {
             .iter()
             .filter(|l| l.protocol == ListenerProtocol::Https)
         {
-            match tls::server_config(l, default_cert) {
+            match tls::server_config(l, default_cert, h2) {
                 Ok((config, problems)) => {
                     errors.extend(problems.into_iter().map(|message| BindError {
                         port: l.port,

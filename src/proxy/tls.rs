@@ -61,11 +61,13 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The server config of an HTTPS listener. Certificates that fail to load are reported and left
-/// out; the listener still serves the others.
+/// The server config of an HTTPS listener, offering `h2` before `http/1.1` by ALPN when `h2` is
+/// set. Certificates that fail to load are reported and left out; the listener still serves the
+/// others.
 pub(crate) fn server_config(
     listener: &Listener,
     default: &Arc<CertifiedKey>,
+    h2: bool,
 ) -> Result<(Arc<ServerConfig>, Vec<String>), String> {
     use crate::ir::HostMatch;
     let mut errors = Vec::new();
@@ -109,7 +111,11 @@ pub(crate) fn server_config(
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok((Arc::new(config), errors))
 }
 

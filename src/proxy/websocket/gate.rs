@@ -8,6 +8,27 @@ use sha1::{Digest, Sha1};
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// Validates the HTTP/2 form of a client's opening handshake (RFC 8441 §5): an extended CONNECT
+/// whose method, `:protocol`, `:scheme`, `:path` and `:authority` the request rules already
+/// checked; what is left is `Sec-WebSocket-Version: 13`, exactly once. There is no
+/// `Sec-WebSocket-Key` (wsgate makes its own for the backend), no `Upgrade`, no `Connection`.
+pub fn check_client_h2<B>(req: &Request<B>) -> Result<(), GateError> {
+    match exactly_one(req.headers(), header::SEC_WEBSOCKET_VERSION).map(str::trim) {
+        Ok("13") => Ok(()),
+        Ok(_) => Err(GateError::Version),
+        Err(Count::None) => Err(GateError::Malformed("Sec-WebSocket-Version missing")),
+        Err(Count::Many) => Err(GateError::Malformed(
+            "Sec-WebSocket-Version appears more than once",
+        )),
+    }
+}
+
+/// A fresh `Sec-WebSocket-Key` (base64 of 16 random bytes) for a backend handshake wsgate opens
+/// on behalf of an HTTP/2 client, which has no key of its own.
+pub fn fresh_key() -> String {
+    STANDARD.encode(rand::random::<[u8; 16]>())
+}
+
 /// Why a client handshake is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
@@ -162,6 +183,33 @@ mod tests {
             .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
             .header("sec-websocket-version", "13");
         f(b).body(()).unwrap()
+    }
+
+    #[test]
+    fn h2_gate_needs_version_13_once() {
+        let h2 = |f: fn(http::request::Builder) -> http::request::Builder| {
+            check_client_h2(&f(Request::get("https://a.example/chat")).body(()).unwrap())
+        };
+        assert_eq!(h2(|b| b.header("sec-websocket-version", "13")), Ok(()));
+        assert_eq!(
+            h2(|b| b.header("sec-websocket-version", "8")),
+            Err(GateError::Version)
+        );
+        assert_eq!(
+            h2(|b| b),
+            Err(GateError::Malformed("Sec-WebSocket-Version missing"))
+        );
+        assert_eq!(
+            h2(|b| b
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-version", "13")),
+            Err(GateError::Malformed(
+                "Sec-WebSocket-Version appears more than once"
+            ))
+        );
+        let key = fresh_key();
+        assert_eq!(STANDARD.decode(&key).map(|k| k.len()), Ok(16));
+        assert_ne!(key, fresh_key(), "keys are random");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::accounting::SessionSlot;
 use super::context::RequestCtx;
 use super::error::{ProxyError, Reason};
 use super::headers::strip_hop_by_hop;
+use super::http2::ExtendedConnect;
 use super::rewrite;
 use super::upstream::{self, Exchange, Reply};
 use gate::GateError;
@@ -33,7 +34,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use tokio::time::Instant;
 
-pub(crate) use gate::is_websocket_attempt as is_attempt;
+/// Whether a request tries to open a WebSocket: an HTTP/1.1 upgrade attempt (see
+/// [`gate::is_websocket_attempt`]) or an admitted RFC 8441 extended CONNECT.
+pub(crate) fn is_attempt<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<ExtendedConnect>().is_some() || gate::is_websocket_attempt(req)
+}
 
 impl From<GateError> for ProxyError {
     fn from(e: GateError) -> Self {
@@ -58,7 +63,14 @@ pub(crate) async fn open(
             "WebSocket is disabled for this route",
         ));
     }
-    gate::check_client(&req)?;
+    // Over HTTP/2 the client's side is an extended CONNECT stream (RFC 8441), over HTTP/1.1 the
+    // connection itself; the backend gets an HTTP/1.1 Upgrade either way.
+    let h2 = req.extensions().get::<ExtendedConnect>().is_some();
+    if h2 {
+        gate::check_client_h2(&req)?;
+    } else {
+        gate::check_client(&req)?;
+    }
     let slot = take_slot(settings.websocket.max_connections as usize, route_sessions)?;
     let lease = f.pick(req.headers())?;
     let endpoint = lease.0.label.clone();
@@ -70,12 +82,15 @@ pub(crate) async fn open(
         );
         return Err(e.retry_after(1));
     };
-    let key = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let key = if h2 {
+        gate::fresh_key()
+    } else {
+        req.headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let offered = gate::offered_protocols(req.headers());
     let client_upgrade = hyper::upgrade::on(&mut req);
 
@@ -87,6 +102,12 @@ pub(crate) async fn open(
     parts
         .headers
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if h2 {
+        // Admission already made the extended CONNECT a GET; the key is wsgate's own.
+        if let Ok(v) = HeaderValue::from_str(&key) {
+            parts.headers.insert(header::SEC_WEBSOCKET_KEY, v);
+        }
+    }
 
     let started = Instant::now();
     // connectTimeout covers TCP and, for HTTPS backends, the TLS handshake; requestTimeout the
@@ -125,15 +146,11 @@ pub(crate) async fn open(
         return Err(e.detail(why).at(&endpoint).closing());
     }
 
-    let mut client_resp = Response::new(Either::Right(http_body_util::Full::new(
-        bytes::Bytes::new(),
-    )));
-    *client_resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = head.headers;
-    strip_hop_by_hop(&mut headers);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    *client_resp.headers_mut() = headers;
+    let client_resp = if h2 {
+        accepted_stream(head.headers)
+    } else {
+        switching_protocols(head.headers)
+    };
 
     let session = Session::new(f.route, f.conn, &endpoint, settings, started, (lease, slot));
     let backend = peer::Peer::backend(io, leftover.freeze());
@@ -148,6 +165,34 @@ pub(crate) async fn open(
         session::run(client, backend, session).await;
     });
     Ok((client_resp, Some(endpoint)))
+}
+
+/// The client's `101` for an HTTP/1.1 upgrade: the backend's headers without hop-by-hop ones.
+fn switching_protocols(mut headers: http::HeaderMap) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(
+        http_body_util::Full::new(bytes::Bytes::new()),
+    ));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut headers);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The client's `200` for an RFC 8441 extended CONNECT: the backend's `101` headers (chosen
+/// subprotocol and extensions, cookies, ...) without those that belong to the HTTP/1.1
+/// handshake or would announce a body; the stream then carries the WebSocket frames.
+fn accepted_stream(mut headers: http::HeaderMap) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(
+        http_body_util::Full::new(bytes::Bytes::new()),
+    ));
+    strip_hop_by_hop(&mut headers);
+    for name in [header::SEC_WEBSOCKET_ACCEPT, header::CONTENT_LENGTH] {
+        headers.remove(name);
+    }
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// One of the route's `maxConnections` session slots (none needed when it has no limit).

@@ -26,6 +26,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Session {
     route: String,
     client: SocketAddr,
+    /// `http1` or `h2`: how the client side is carried.
+    protocol: &'static str,
     endpoint: String,
     started: Instant,
     policy: Policy,
@@ -56,6 +58,7 @@ impl Session {
         Self {
             route: route.to_string(),
             client: ctx.peer,
+            protocol: ctx.protocol.label(),
             endpoint: endpoint.to_string(),
             started,
             policy: Policy::from_settings(settings, ctx.shared.settings.close_spread),
@@ -181,6 +184,7 @@ async fn controller(st: &State, mut drain: watch::Receiver<bool>) {
 
 /// Runs the session until both directions are done, then records it.
 pub(crate) async fn run(client: Peer, backend: Peer, s: Session) {
+    s.metrics.ws_opened.with_label_values(&[s.protocol]).inc();
     s.active.inc();
     let (st, reason) = drive(client, backend, s.policy, &s.counters, s.drain.clone()).await;
     s.active.dec();
@@ -255,6 +259,7 @@ fn record(s: &Session, st: &State, reason: &'static str) {
         target: "wsgate::session",
         route = %s.route,
         client = %s.client,
+        client_protocol = s.protocol,
         backend = %s.endpoint,
         duration_ms = millis(duration),
         bytes_to_backend = st.bytes[CLIENT].load(Ordering::Relaxed),
