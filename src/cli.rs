@@ -144,6 +144,11 @@ pub struct RunArgs {
     /// The whole request head must arrive within this time.
     #[arg(long, env = "WSGATE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+    /// A write to a client that makes no progress for this long closes its connection (a client
+    /// that stopped reading a response); `0` = off. Connections carrying a WebSocket session are
+    /// exempt: sessions have their own liveness rules.
+    #[arg(long, env = "WSGATE_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
     /// Largest request head; larger -> 431.
     #[arg(long, env = "WSGATE_MAX_HEADER_BYTES", default_value_t = 32768)]
     pub max_header_bytes: usize,
@@ -261,6 +266,7 @@ impl RunArgs {
                 bind: self.bind,
                 trusted_proxies: self.trusted_proxies.clone(),
                 header_timeout: self.header_timeout,
+                send_timeout: Some(self.send_timeout).filter(|t| !t.is_zero()),
                 max_header_bytes: self.max_header_bytes,
                 max_body_bytes: self.max_body_bytes,
                 cache_max_bytes: self.cache_max_bytes,

@@ -1,5 +1,6 @@
 //! Request limits over real sockets: header size (431), body size (413, declared and streamed),
-//! and slow clients (slowloris) closed at the header timeout while others are served.
+//! slow clients (slowloris) closed at the header timeout while others are served, and clients
+//! that stop reading a response closed at the send timeout while slow readers are not.
 // Tests time real sockets with the wall clock and share plain std mutexes with their threads;
 // the data-path rules of clippy.toml do not apply here.
 #![allow(clippy::disallowed_types)]
@@ -116,5 +117,119 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     eprintln!(
         "500 slowloris connections closed; longest {longest:?}; total {:?}",
         t0.elapsed()
+    );
+}
+
+/// A backend that answers every request with `len` bytes; counts the responses wsgate let go of
+/// (a write failed: the backend connection was released).
+async fn big_backend(
+    len: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = released.clone();
+    let (addr, _) = raw_backend(move |mut s| {
+        let counter = counter.clone();
+        async move {
+            let _ = read_head(&mut s).await;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < len {
+                let n = chunk.len().min(len - sent);
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                sent += n;
+            }
+        }
+    })
+    .await;
+    (addr, released)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_at_the_send_timeout_and_a_slow_one_is_not() {
+    const BIG: usize = 64 * 1024 * 1024;
+    let (addr, released) = big_backend(BIG).await;
+    let yaml = service_yaml("l", "big", &[addr])
+        + &ingress_yaml("l", "i", &[], &[("", "/", "Prefix", "big")]);
+    let srv = TestServer::start_tuned(&[("l.yaml", yaml)], |p| {
+        p.send_timeout = Some(Duration::from_secs(1))
+    })
+    .await;
+
+    // Never reads (its receive buffer fills, then wsgate's writes stall).
+    let mut stuck = tokio::net::TcpStream::connect(srv.http()).await.unwrap();
+    stuck
+        .write_all(b"GET /stuck HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // By now wsgate has given up: reading drains what was buffered, then EOF (or a reset).
+    let t0 = Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stuck.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => {
+                panic!("the connection is still open after the send timeout ({got} bytes read)")
+            }
+        }
+    }
+    assert!(
+        got < BIG / 2,
+        "the stalled response was not cut: {got} bytes arrived"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let t1 = Instant::now();
+    while released.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            t1.elapsed() < Duration::from_secs(5),
+            "the backend connection was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Reads 512 KiB every 0.4 s: every write waits less than the timeout, so 4 MiB arrive whole.
+    let (addr, _) = big_backend(4 * 1024 * 1024).await;
+    let yaml = service_yaml("l", "big", &[addr])
+        + &ingress_yaml("l", "i", &[], &[("", "/", "Prefix", "big")]);
+    srv.write("l.yaml", &yaml);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut slow = tokio::net::TcpStream::connect(srv.http()).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 512 * 1024];
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut read_now = 0;
+        while read_now < chunk.len() {
+            match tokio::time::timeout(Duration::from_secs(5), slow.read(&mut chunk[read_now..]))
+                .await
+            {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => read_now += n,
+                other => panic!("slow reader failed: {other:?}"),
+            }
+        }
+        total += read_now;
+        if read_now < chunk.len() {
+            break;
+        }
+    }
+    assert!(
+        total > 4 * 1024 * 1024,
+        "a slow but steady reader got only {total} bytes"
     );
 }

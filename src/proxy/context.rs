@@ -7,6 +7,7 @@ use super::error::ProxyError;
 use super::headers::ClientInfo;
 use super::http2::ClientProtocol;
 use super::pools::{BoundPool, EndpointState, Lease, hash_key};
+use super::send_timeout::SendDeadline;
 use super::state::Shared;
 use crate::ir::Backend;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +33,8 @@ pub(crate) struct ConnCtx {
     pub(crate) series: SeriesCache,
     /// `wsgate_client_requests_total` of this connection's protocol.
     pub(crate) protocol_requests: prometheus::IntCounter,
+    /// Turns the connection's send timeout off once it carries a WebSocket session.
+    pub(crate) send_deadline: SendDeadline,
 }
 
 impl ConnCtx {
@@ -57,6 +60,15 @@ impl ConnCtx {
             _slot: slot,
             series: SeriesCache::default(),
             protocol_requests,
+            send_deadline: SendDeadline::default(),
+        }
+    }
+
+    /// This context with the switch of its connection's send timeout.
+    pub(crate) fn with_send_deadline(self, send_deadline: SendDeadline) -> Self {
+        Self {
+            send_deadline,
+            ..self
         }
     }
 

@@ -35,6 +35,7 @@ mod registry;
 mod request_id;
 mod respond;
 mod rewrite;
+mod send_timeout;
 mod server;
 mod settings;
 mod state;

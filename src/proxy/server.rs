@@ -6,6 +6,7 @@ use super::accounting::ConnGuard;
 use super::context::ConnCtx;
 use super::http2::{self, ClientProtocol};
 use super::pipeline;
+use super::send_timeout::{SendDeadline, SendTimeout};
 use super::state::Shared;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -43,12 +44,11 @@ where
         protocol,
         guards: (guard, slot),
     } = accepted;
-    let ctx = Arc::new(ConnCtx::new(
-        shared.clone(),
-        (port, tls, protocol),
-        peer,
-        slot,
-    ));
+    let deadline = SendDeadline::default();
+    let ctx = Arc::new(
+        ConnCtx::new(shared.clone(), (port, tls, protocol), peer, slot)
+            .with_send_deadline(deadline.clone()),
+    );
     ctx.shared
         .metrics
         .client_connections
@@ -61,7 +61,11 @@ where
         first.store(true, Ordering::Relaxed);
         async move { Ok::<_, Infallible>(pipeline::handle(req, ctx).await) }
     });
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(SendTimeout::new(
+        stream,
+        shared.settings.send_timeout,
+        deadline,
+    ));
     match protocol {
         ClientProtocol::Http1 => {
             let mut builder = http1::Builder::new();

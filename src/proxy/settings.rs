@@ -13,6 +13,10 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<IpNet>,
     /// `--header-timeout`: the whole request head must arrive within it.
     pub header_timeout: Duration,
+    /// `--send-timeout`: a write to a client that makes no progress for this long closes the
+    /// connection (HTTP responses; a connection carrying a WebSocket session is exempt); `None`
+    /// = off.
+    pub send_timeout: Option<Duration>,
     /// `--max-header-bytes`.
     pub max_header_bytes: usize,
     /// `--max-body-bytes`: request body limit for non-WebSocket requests; 0 = unlimited.
@@ -87,6 +91,7 @@ impl Default for ProxySettings {
             bind: IpAddr::from([0, 0, 0, 0]),
             trusted_proxies: Vec::new(),
             header_timeout: Duration::from_secs(10),
+            send_timeout: Some(Duration::from_secs(60)),
             max_header_bytes: 32 * 1024,
             max_body_bytes: 0,
             cache_max_bytes: 256 * 1024 * 1024,

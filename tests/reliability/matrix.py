@@ -1153,7 +1153,7 @@ def check_http_slow_reader():
     rss1, fd1 = Env.gw.stats()
     latest = max((e[0] for e in ended.values()), default=None)
     ok = len(ended) == n and latest <= 30 and peak - rss0 < 64 * 1024
-    return ok, "%d clients request 64 MiB over HTTP and never read: RSS growth < 64 MiB; each response cut within 30 s (send timeout), backend connection released" % n, \
+    return ok, "%d clients request 64 MiB over HTTP and never read: RSS growth < 64 MiB; each response cut within 30 s (--send-timeout 10s), backend connection released" % n, \
         "%d/%d cut%s; backend writes ended: %s (%d still stalled after %.1f MB at most); RSS %d -> peak %d -> %d KiB; fds %d -> %d (at 40 s, clients still open) -> %d after the clients closed" % (
             len(ended), n, (" within %.1fs" % latest) if latest is not None else " within 40 s",
             sorted(set(e[1] for e in ended.values())) or "none ended",
@@ -1325,7 +1325,7 @@ def main():
         Env.victim = start_backend(Env.workdir, "victim")
         Env.gw = Wsgate(Env.binary, Env.workdir, "main",
                         lambda p: gateway_yaml(p, Env.main, Env.victim[1]),
-                        ["--header-timeout", "3s", "--shutdown-drain", "5s"])
+                        ["--header-timeout", "3s", "--shutdown-drain", "5s", "--send-timeout", "10s"])
         only = os.environ.get("MATRIX_ONLY")
         for name, what, fn in CHECKS:
             if only and only not in fn.__name__:

@@ -152,6 +152,8 @@ pub(crate) async fn open(
         switching_protocols(head.headers)
     };
 
+    // From here the connection carries a session, which has its own liveness rules.
+    f.conn.send_deadline.disarm();
     let session = Session::new(f.route, f.conn, &endpoint, settings, started, (lease, slot));
     let backend = peer::Peer::backend(io, leftover.freeze());
     tokio::spawn(async move {

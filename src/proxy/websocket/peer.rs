@@ -2,6 +2,7 @@
 //! into borrowed halves without a lock; TLS streams and anything else are boxed and split with
 //! `tokio::io::split`. Bytes that arrived together with the handshake come along as a prefix.
 
+use crate::proxy::send_timeout::SendTimeout;
 use crate::proxy::tls::BackendStream;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
@@ -31,9 +32,9 @@ pub(crate) struct Peer {
 impl Peer {
     /// The client end, from hyper's upgrade: the socket itself when the listener is plain TCP.
     pub(crate) fn client(upgraded: hyper::upgrade::Upgraded) -> Self {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<SendTimeout<TcpStream>>>() {
             Ok(parts) => Peer {
-                io: Io::Tcp(parts.io.into_inner()),
+                io: Io::Tcp(parts.io.into_inner().into_inner()),
                 prefix: parts.read_buf,
             },
             Err(upgraded) => Peer {
