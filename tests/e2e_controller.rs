@@ -1443,8 +1443,8 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
     assert_eq!(parent["parentRef"]["name"], "edge", "{parent}");
     assert_eq!(
         connect(url, &[]).await.err(),
-        Some(503),
-        "not granted: no backend"
+        Some(500),
+        "not granted: the reference does not resolve, the spec's 500"
     );
 
     let gws = eventually(
@@ -1505,5 +1505,54 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
     assert_eq!(
         ask(&mut ws, "still here").await.as_deref(),
         Some("still here")
+    );
+
+    // A BackendTLSPolicy on the Service whose CA ConfigMap does not exist: the policy reports
+    // the spec's reasons for the Gateway its route reaches, new requests fail closed with 500
+    // (never plaintext), and the open session is not touched.
+    let policy: wsgate::gwapi::BackendTLSPolicy = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+        "metadata": {"name": "chat-tls", "namespace": ns},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "chat"}],
+                 "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "chat-ca"}],
+                                "hostname": "chat.e2e.test"}},
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), ns), &policy).await;
+    let ancestor = eventually(
+        "BackendTLSPolicy ancestors: NoValidCACertificate",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(
+                a,
+                Some(ns),
+                "backendtlspolicies",
+                "BackendTLSPolicy",
+                "chat-tls",
+            )
+            .await;
+            let anc = st["ancestors"]
+                .as_array()?
+                .iter()
+                .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")?
+                .clone();
+            (condition(&anc, "Accepted")?["reason"] == "NoValidCACertificate").then_some(anc)
+        },
+    )
+    .await;
+    assert_eq!(ancestor["ancestorRef"]["name"], "edge", "{ancestor}");
+    assert_eq!(
+        condition(&ancestor, "ResolvedRefs").expect("ResolvedRefs")["reason"],
+        "InvalidCACertificateRef",
+        "{ancestor}"
+    );
+    eventually(
+        "requests to the Service fail closed",
+        Duration::from_secs(10),
+        || async move { (connect(url, &[]).await.err() == Some(500)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        ask(&mut ws, "still open").await.as_deref(),
+        Some("still open")
     );
 }

@@ -1,6 +1,8 @@
 //! TLS over real sockets with a CA generated in the test: wss through HTTPS listeners with SNI
 //! certificate selection, rotation with an open session, Ingress spec.tls, a missing Secret that
-//! does not take other hosts down, and wss to a TLS backend with verification (wrong CA -> 502).
+//! does not take other hosts down, wss to a TLS backend with verification (wrong CA -> 502), and a
+//! Gateway API BackendTLSPolicy (its hostname as SNI and verified name, its CA, 500 when it cannot
+//! be honoured).
 // Tests time real sockets with the wall clock and share plain std mutexes with their threads;
 // the data-path rules of clippy.toml do not apply here.
 #![allow(clippy::disallowed_types)]
@@ -288,7 +290,12 @@ async fn ingress_tls_hosts_are_served_on_the_https_port() {
 
 /// A wss echo backend with a certificate for 127.0.0.1 signed by `ca`.
 async fn tls_echo_backend(ca: &TestCa) -> SocketAddr {
-    let (cert, key) = ca.leaf(&["127.0.0.1"]);
+    tls_echo_backend_for(ca, &["127.0.0.1"]).await
+}
+
+/// A wss echo backend with a certificate for `names` signed by `ca`.
+async fn tls_echo_backend_for(ca: &TestCa, names: &[&str]) -> SocketAddr {
+    let (cert, key) = ca.leaf(names);
     let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
     let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -390,4 +397,99 @@ where
         .unwrap()
         .unwrap();
     assert_eq!(reply, Message::text("tls backend: still"));
+}
+
+fn config_map_ca(ns: &str, name: &str, ca_pem: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata:\n  ca.crt: |\n{}---\n",
+        indent(ca_pem)
+    )
+}
+
+/// A Gateway API route to Service `apps/secure` (endpoints: `backend`) and a BackendTLSPolicy
+/// on it with `validation`.
+fn backend_tls_setup(port: u16, backend: SocketAddr, validation: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: wsgate}}\nspec: {{controllerName: wsgate.dev/gateway-controller}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: wsgate\n  listeners: [{{name: web, port: {port}, protocol: HTTP}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: apps}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: secure, port: 80}}]}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: secure-tls, namespace: apps}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: secure}}]\n  validation: {validation}\n---\n{}",
+        service_yaml("apps", "secure", &[backend])
+    )
+}
+
+/// The status line of a WebSocket upgrade to `addr`.
+async fn upgrade_status(addr: SocketAddr) -> String {
+    let (_, reply) = raw_from(
+        "127.0.0.1",
+        addr,
+        &upgrade_req("/", "Connection: close\r\n"),
+    )
+    .await;
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_policy_sets_sni_and_ca_and_fails_closed() {
+    let ca = TestCa::new("backend CA");
+    // The certificate names only the policy's hostname: connecting by the endpoint address
+    // (what wsgate does without the policy) could not verify it.
+    let backend = tls_echo_backend_for(&ca, &["secure.apps.test"]).await;
+    let port = free_port();
+    let cm = config_map_ca("apps", "backend-ca", &ca.pem());
+    let good = "{caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}], hostname: secure.apps.test}";
+    let srv = TestServer::start(&[("gw.yaml", backend_tls_setup(port, backend, good) + &cm)]).await;
+    let mut ws = ws_connect(&format!("ws://{}/", srv.port(port))).await;
+    ws.send(Message::text("hi")).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, Message::text("tls backend: hi"));
+
+    // Another hostname: the certificate does not match -> 502, never a plaintext retry.
+    let wrong = "{caCertificateRefs: [{name: backend-ca}], hostname: other.apps.test}";
+    srv.write("gw.yaml", &(backend_tls_setup(port, backend, wrong) + &cm));
+    wait_for_status(srv.port(port), "HTTP/1.1 502").await;
+
+    // The public roots do not know this CA -> 502.
+    let system = "{wellKnownCACertificates: System, hostname: secure.apps.test}";
+    srv.write("gw.yaml", &(backend_tls_setup(port, backend, system) + &cm));
+    wait_for_status(srv.port(port), "HTTP/1.1 502").await;
+
+    // A CA reference that does not resolve: the policy cannot be honoured -> 500.
+    let missing = "{caCertificateRefs: [{name: nope}], hostname: secure.apps.test}";
+    srv.write(
+        "gw.yaml",
+        &(backend_tls_setup(port, backend, missing) + &cm),
+    );
+    wait_for_status(srv.port(port), "HTTP/1.1 500").await;
+    let report = wsgate::check::check(srv.dir.path(), &wsgate::translate::Options::default());
+    let text = wsgate::check::render(&report);
+    assert!(
+        text.contains("BackendTLSPolicy apps/secure-tls: spec.validation.caCertificateRefs[0]: ConfigMap apps/nope not found"),
+        "{text}"
+    );
+
+    // Back to the good policy: served again; the session opened first was never touched.
+    srv.write("gw.yaml", &(backend_tls_setup(port, backend, good) + &cm));
+    wait_for_status(srv.port(port), "HTTP/1.1 101").await;
+    echo_roundtrip_tls_ok(&mut ws).await;
+}
+
+/// Polls upgrades until one answers `status` (a reload takes effect within a second or two).
+async fn wait_for_status(addr: SocketAddr, status: &str) {
+    let t0 = Instant::now();
+    loop {
+        let line = upgrade_status(addr).await;
+        if line.starts_with(status) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "expected {status}, still {line}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

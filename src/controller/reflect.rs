@@ -10,7 +10,7 @@ use crate::source::Snapshot;
 use crate::translate::{Diagnostic, ObjectRef, Severity};
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -105,6 +105,18 @@ impl Trim for Secret {
     }
 }
 
+/// A ConfigMap keeps only `ca.crt` (a `BackendTLSPolicy` CA bundle): the rest of every
+/// ConfigMap in the watched namespaces is never held in memory.
+impl Trim for ConfigMap {
+    fn trim(&mut self) {
+        trim_meta(self);
+        if let Some(data) = &mut self.data {
+            data.retain(|k, _| k == "ca.crt");
+        }
+        self.binary_data = None;
+    }
+}
+
 macro_rules! trim_meta_only {
     ($($k:ty),*) => {$(
         impl Trim for $k {
@@ -124,6 +136,7 @@ trim_meta_only!(
     gwapi::Gateway,
     gwapi::HTTPRoute,
     gwapi::ReferenceGrant,
+    gwapi::BackendTLSPolicy,
     WebSocketPolicy
 );
 
@@ -162,6 +175,9 @@ pub struct OptionalKinds {
     pub reference_grants: bool,
     /// `wsgate.dev/v1alpha1` WebSocketPolicy.
     pub websocket_policies: bool,
+    /// `gateway.networking.k8s.io/v1` BackendTLSPolicy (and then the ConfigMaps its
+    /// `caCertificateRefs` name).
+    pub backend_tls_policies: bool,
 }
 
 impl OptionalKinds {
@@ -186,6 +202,12 @@ impl OptionalKinds {
             )
             .await,
             websocket_policies: serves(client, "wsgate.dev/v1alpha1", "websocketpolicies").await,
+            backend_tls_policies: serves(
+                client,
+                "gateway.networking.k8s.io/v1",
+                "backendtlspolicies",
+            )
+            .await,
         }
     }
 }
@@ -205,6 +227,8 @@ pub struct Stores {
     gw_routes: Vec<Store<gwapi::HTTPRoute>>,
     gw_grants: Vec<Store<gwapi::ReferenceGrant>>,
     ws_policies: Vec<Store<WebSocketPolicy>>,
+    tls_policies: Vec<Store<gwapi::BackendTLSPolicy>>,
+    config_maps: Vec<Store<ConfigMap>>,
 }
 
 /// Readers of every reflector plus the "something changed" signal they share.
@@ -338,6 +362,22 @@ impl Cluster {
                     scope_label("WebSocketPolicies", &scope),
                 );
                 cluster.stores.ws_policies.push(s);
+            }
+            if optional.backend_tls_policies {
+                let s = cluster.reflect(
+                    scoped::<gwapi::BackendTLSPolicy>(client, ns),
+                    watcher::Config::default(),
+                    Writer::default(),
+                    scope_label("BackendTLSPolicies", &scope),
+                );
+                cluster.stores.tls_policies.push(s);
+                let s = cluster.reflect(
+                    scoped::<ConfigMap>(client, ns),
+                    watcher::Config::default(),
+                    Writer::default(),
+                    scope_label("ConfigMaps (ca.crt of BackendTLSPolicies)", &scope),
+                );
+                cluster.stores.config_maps.push(s);
             }
         }
         if optional.gateway_api {
@@ -506,7 +546,8 @@ impl Stores {
                     gateways: collect(&self.gw_gateways),
                     http_routes: collect(&self.gw_routes),
                     reference_grants: collect(&self.gw_grants),
-                    backend_tls_policies: Vec::new(),
+                    backend_tls_policies: collect(&self.tls_policies),
+                    config_maps: collect(&self.config_maps),
                     websocket_policies: collect(&self.ws_policies),
                 },
             },

@@ -569,8 +569,8 @@ pub struct BackendTLSValidation {
     /// ConfigMaps or Secrets with `ca.crt`.
     #[serde(default)]
     pub ca_certificate_refs: Vec<ObjectReference>,
-    /// `System` for the system roots.
-    #[serde(default)]
+    /// `System` for the system roots. (Renamed: serde's camelCase would spell it `...Ca...`.)
+    #[serde(default, rename = "wellKnownCACertificates")]
     pub well_known_ca_certificates: Option<String>,
     /// SNI and the name verified.
     #[serde(default)]

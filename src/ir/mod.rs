@@ -272,6 +272,10 @@ pub struct BackendSettings {
     /// requests answer 500 as the spec requires, not the 503 of a backend without endpoints.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unresolved: bool,
+    /// The name sent as SNI and verified in an HTTPS backend's certificate (Gateway API
+    /// `BackendTLSPolicy` `hostname`); `None` = the endpoint's host, as written or resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<Arc<str>>,
 }
 
 impl Default for BackendSettings {
@@ -288,6 +292,7 @@ impl Default for BackendSettings {
             probe: None,
             affinity: None,
             unresolved: false,
+            tls_server_name: None,
         }
     }
 }

@@ -16,36 +16,12 @@
 //!   the pool identity can confirm a guessed endpoint address offline. Setting the key (from a
 //!   Secret, the same on every replica) closes that.
 
+use super::affinity_token::TOKEN_LEN;
 use super::pools::{BoundPool, EndpointState};
 use crate::ir::{AffinityCookie, Backend, SameSite};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, header};
 use ring::hmac;
 use std::sync::Arc;
-
-/// Length of a cookie value: 16 bytes in unpadded base64url.
-pub(crate) const TOKEN_LEN: usize = 22;
-
-/// Domain separation, so the key can never produce a value meaningful to another use.
-const CONTEXT: &[u8] = b"wsgate affinity cookie v1\0";
-
-/// The HMAC key cookie values are computed with (`--affinity-key`; empty = unkeyed).
-pub(crate) fn key(secret: &[u8]) -> hmac::Key {
-    hmac::Key::new(hmac::HMAC_SHA256, secret)
-}
-
-/// The cookie value naming `endpoint` (its `host:port` label) of pool `pool`.
-pub(crate) fn token(key: &hmac::Key, pool: &str, endpoint: &str) -> Box<str> {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(CONTEXT);
-    // Length-prefixed, so no two (pool, endpoint) pairs feed the same bytes.
-    ctx.update(&(pool.len() as u64).to_be_bytes());
-    ctx.update(pool.as_bytes());
-    ctx.update(endpoint.as_bytes());
-    let tag = ctx.sign();
-    URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16]).into()
-}
 
 /// Whether `value` has the shape of a cookie value wsgate issues.
 fn well_formed(value: &str) -> bool {
@@ -148,6 +124,7 @@ pub(crate) fn issue(
 mod tests {
     use super::*;
     use crate::ir::Timeout;
+    use crate::proxy::affinity_token::{key, token};
 
     #[test]
     fn tokens_are_keyed_stable_and_distinct() {

@@ -115,7 +115,7 @@ async fn probe_once(
     };
     let limit = probe.timeout.get().unwrap_or(Duration::from_secs(5));
     let attempt = async {
-        let stream = super::tls::connect(&ep.endpoint.host, port, tls)
+        let stream = super::tls::connect(&ep.endpoint.host, port, tls, None)
             .await
             .map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -18,6 +18,7 @@ mod access;
 mod accounting;
 mod admit;
 mod affinity;
+mod affinity_token;
 mod cache;
 mod context;
 mod error;

@@ -138,7 +138,7 @@ impl EndpointState {
     /// The affinity cookie value that names this endpoint.
     pub(crate) fn affinity_token(&self, key: &ring::hmac::Key) -> &str {
         self.affinity_token
-            .get_or_init(|| super::affinity::token(key, &self.pool, &self.label))
+            .get_or_init(|| super::affinity_token::token(key, &self.pool, &self.label))
     }
 
     pub(crate) fn refresh_gauge(&self) {
@@ -180,6 +180,8 @@ pub(crate) struct PoolRuntime {
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// TCP connect (and TLS handshake) limit.
     pub(crate) connect_timeout: Option<Duration>,
+    /// SNI and verified name instead of the endpoint's host (`BackendTLSPolicy` hostname).
+    pub(crate) server_name: Option<Arc<str>>,
 }
 
 impl PoolRuntime {
@@ -198,6 +200,7 @@ impl PoolRuntime {
             id: NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed),
             tls,
             connect_timeout: settings.connect_timeout.get(),
+            server_name: settings.tls_server_name.clone(),
         }
     }
 }
@@ -354,8 +357,15 @@ pub(crate) fn hash_key<'a>(
     }
 }
 
-/// Identity, connect timeout, protocol and CA: a change to any of them builds a new pool.
-type PoolKey = (Arc<str>, Timeout, BackendProtocol, Option<String>);
+/// Identity, connect timeout, protocol, CA and TLS server name: a change to any of them builds a
+/// new pool.
+type PoolKey = (
+    Arc<str>,
+    Timeout,
+    BackendProtocol,
+    Option<String>,
+    Option<Arc<str>>,
+);
 type EndpointKey = (Arc<str>, Endpoint);
 
 /// Finds runtime state by identity, creating it when new; forgets what no table uses.
@@ -387,6 +397,7 @@ impl PoolRegistry {
             st.connect_timeout,
             st.protocol,
             st.ca_pem.as_ref().map(|c| c.0.clone()),
+            st.tls_server_name.clone(),
         );
         let runtime = self
             .pools

@@ -59,7 +59,7 @@ impl Shared {
     ) -> Self {
         let (drain, _) = watch::channel(false);
         Self {
-            affinity_key: super::affinity::key(&settings.affinity_key.0),
+            affinity_key: super::affinity_token::key(&settings.affinity_key.0),
             table: ArcSwap::from_pointee(ActiveTable::empty()),
             registries: Registries::new(&metrics, settings.max_ejection_percent),
             health: HealthChecker::default(),

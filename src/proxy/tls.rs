@@ -140,18 +140,21 @@ pub(crate) fn client_config(ca_pem: Option<&str>) -> Result<Arc<ClientConfig>, S
 pub(crate) type BackendStream =
     tokio_util::either::Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
-/// Connects to `host:port`, with TLS when `tls` is given (the server name is `host`, an IP
-/// address or DNS name).
+/// Connects to `host:port`, with TLS when `tls` is given. The name sent as SNI and verified in
+/// the certificate is `server_name` when given (a `BackendTLSPolicy` hostname), else `host`
+/// (an IP address or DNS name).
 pub(crate) async fn connect(
     host: &str,
     port: u16,
     tls: Option<&Arc<ClientConfig>>,
+    server_name: Option<&str>,
 ) -> std::io::Result<BackendStream> {
     let tcp = TcpStream::connect((host, port)).await?;
     let _ = tcp.set_nodelay(true);
     let Some(config) = tls else {
         return Ok(tokio_util::either::Either::Left(tcp));
     };
+    let host = server_name.unwrap_or(host);
     let name = ServerName::try_from(host.to_string()).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

@@ -42,6 +42,8 @@ pub struct GatewayApi {
     pub reference_grants: Vec<gwapi::ReferenceGrant>,
     /// `BackendTLSPolicy` (v1).
     pub backend_tls_policies: Vec<gwapi::BackendTLSPolicy>,
+    /// `v1` ConfigMaps: the `ca.crt` bundles `BackendTLSPolicy` `caCertificateRefs` name.
+    pub config_maps: Vec<k8s_openapi::api::core::v1::ConfigMap>,
     /// `wsgate.dev/v1alpha1` `WebSocketPolicy`.
     pub websocket_policies: Vec<crate::crd::WebSocketPolicy>,
 }

@@ -4,8 +4,7 @@
 //! Every value ends up in a `Set-Cookie` header, so each is checked to be a valid, inert part of
 //! one: a name that is an RFC 6265 token, a path without `;` or control characters.
 
-use super::diagnostics::{Diagnostics, ObjectRef};
-use super::settings::apply;
+use super::diagnostics::{Diagnostics, ObjectRef, apply};
 use crate::crd::AffinityCookieSpec;
 use crate::ir::{AffinityCookie, SameSite, Timeout};
 use std::collections::BTreeMap;

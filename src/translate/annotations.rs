@@ -3,8 +3,8 @@
 //! An invalid value is ignored with a warning naming the annotation; values are never copied into
 //! any configuration text.
 
-use super::diagnostics::{Diagnostics, ObjectRef};
-use super::settings::{apply, parse_lb_annotation, parse_protocol, parse_status_codes};
+use super::diagnostics::{Diagnostics, ObjectRef, apply};
+use super::settings::{parse_lb_annotation, parse_protocol, parse_status_codes};
 use crate::ir::{BackendSettings, Probe, Timeout};
 use std::collections::BTreeMap;
 
@@ -26,6 +26,8 @@ fn parse_int<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 }
 
 /// Reads every `wsgate.dev/` annotation of an Ingress into settings, warning on bad values.
+/// Long because it is the annotation table: one match arm per annotation of the API contract,
+/// read top to bottom against README's table.
 pub(crate) fn settings_from(
     annotations: Option<&BTreeMap<String, String>>,
     obj: &ObjectRef,

@@ -2,7 +2,7 @@
 
 use crate::ir::Endpoint;
 use crate::source::Snapshot;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -62,9 +62,8 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.
-    /// The `appProtocol` of a Service port, if it has one.
-    pub(crate) fn app_protocol(&self, ns: &str, name: &str, port: i32) -> Option<String> {
+    /// Port `port` of Service `ns/name`, if both exist.
+    fn service_port(&self, ns: &str, name: &str, port: i32) -> Option<&'a ServicePort> {
         self.services
             .get(&(ns, name))?
             .spec
@@ -72,11 +71,20 @@ impl<'a> Index<'a> {
             .ports
             .as_deref()?
             .iter()
-            .find(|p| p.port == port)?
-            .app_protocol
-            .clone()
+            .find(|p| p.port == port)
     }
 
+    /// The `appProtocol` of a Service port, if it has one.
+    pub(crate) fn app_protocol(&self, ns: &str, name: &str, port: i32) -> Option<String> {
+        self.service_port(ns, name, port)?.app_protocol.clone()
+    }
+
+    /// The name of Service `ns/name`'s port `port`, if it has one (a `sectionName` target).
+    pub(crate) fn port_name(&self, ns: &str, name: &str, port: i32) -> Option<String> {
+        self.service_port(ns, name, port)?.name.clone()
+    }
+
+    /// The ready endpoints of Service `ns/name` port `port`. `Err` explains what does not resolve.
     pub(crate) fn resolve(
         &self,
         ns: &str,

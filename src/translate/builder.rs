@@ -182,7 +182,10 @@ impl TableBuilder {
         });
     }
 
-    /// Resolves conflicts and orders everything by precedence.
+    /// Resolves conflicts and orders everything by precedence. Kept whole (about 100 lines):
+    /// its passes (sort by age, first rule per port/host/path/conditions wins, first default
+    /// backend per port wins, then listeners assembled from what is left) consume the same
+    /// maps in this order.
     pub(crate) fn build(mut self, diags: &mut Diagnostics) -> RouteTable {
         // Oldest object first; equal timestamps fall back to kind/namespace/name, so the result
         // never depends on input order.

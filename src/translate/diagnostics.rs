@@ -128,3 +128,20 @@ impl Diagnostics {
         self.0
     }
 }
+
+/// Writes the parsed value of `field` into `slot`, or reports it (an error, or a warning that
+/// the default is used) and leaves `slot` as it was.
+pub(crate) fn apply<T>(
+    diags: &mut Diagnostics,
+    obj: &ObjectRef,
+    field: &str,
+    parsed: Result<T, String>,
+    slot: &mut T,
+    error: bool,
+) {
+    match parsed {
+        Ok(v) => *slot = v,
+        Err(e) if error => diags.error(obj, field, e),
+        Err(e) => diags.warn(obj, field, format!("{e}; the default is used")),
+    }
+}

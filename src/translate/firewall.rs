@@ -103,6 +103,8 @@ pub(crate) fn from_annotations(
 }
 
 /// A Gateway's `firewall` block; invalid entries are errors naming their field and are left out.
+/// Long because it is one validation step per field of the contract's `firewall` block, each
+/// naming its field path; they share only the diagnostics.
 pub(crate) fn from_spec(spec: &FirewallSpec, obj: &ObjectRef, diags: &mut Diagnostics) -> Firewall {
     let mut fw = Firewall {
         id: obj.to_string().into(),

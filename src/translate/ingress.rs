@@ -62,6 +62,9 @@ pub(crate) fn translate_all(
     }
 }
 
+/// One Ingress: its class, settings, TLS hosts, rules and default backend. About 100 lines, kept
+/// in the order the Ingress spec reads (spec.tls, spec.rules[].http.paths[], defaultBackend),
+/// each part naming its field path.
 fn translate_one(
     ing: &Ingress,
     options: &Options,

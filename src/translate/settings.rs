@@ -1,6 +1,6 @@
 //! Typed backend settings from Gateway `backendSettings`/`probes` and shared value parsers.
 
-use super::diagnostics::{Diagnostics, ObjectRef};
+use super::diagnostics::{Diagnostics, ObjectRef, apply};
 use crate::crd::{BackendSettingsSpec, ProbeSpec};
 use crate::ir::{
     BackendProtocol, BackendSettings, HashOn, LoadBalancing, Probe, Redacted, Timeout,
@@ -111,23 +111,9 @@ pub(crate) fn parse_lb_annotation(text: &str) -> Result<LoadBalancing, String> {
     }
 }
 
-/// Writes the parsed value into `slot`, or reports `field` and leaves the default.
-pub(crate) fn apply<T>(
-    diags: &mut Diagnostics,
-    obj: &ObjectRef,
-    field: &str,
-    parsed: Result<T, String>,
-    slot: &mut T,
-    error: bool,
-) {
-    match parsed {
-        Ok(v) => *slot = v,
-        Err(e) if error => diags.error(obj, field, e),
-        Err(e) => diags.warn(obj, field, format!("{e}; the default is used")),
-    }
-}
-
-/// Converts a Gateway `backendSettings` entry (`field` is its path) and its probe.
+/// Converts a Gateway `backendSettings` entry (`field` is its path) and its probe. Long because
+/// it is one validated assignment per field of the contract's `backendSettings`, each naming
+/// its field path.
 pub(crate) fn from_spec(
     spec: &BackendSettingsSpec,
     probes: &[ProbeSpec],

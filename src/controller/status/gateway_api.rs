@@ -1,19 +1,21 @@
 //! Status of the Gateway API objects and WebSocketPolicies (leader only): the wanted status is
 //! built from translation's report (pure: [`class_status`], [`gateway_status`], [`route_status`],
-//! [`policy_status`], each keeping transition times of unchanged conditions), compared with the
+//! [`policy_status`], [`tls_policy_status`], each keeping transition times of unchanged conditions), compared with the
 //! object's, and written by a merge patch of the `status` subresource only when it differs.
 
 use super::wanted::meta_conditions;
-use crate::crd::{AncestorRef, PolicyAncestor, WebSocketPolicy, WebSocketPolicyStatus};
+use crate::crd::{AncestorRef, PolicyAncestor, WebSocketPolicyStatus};
 use crate::gwapi::{
     self, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerStatus, RouteGroupKind,
     RouteParentStatus, RouteStatus, SupportedFeature,
 };
 use crate::proxy::BindError;
 use crate::translate::Condition;
+use crate::translate::ObjectRef;
 use crate::translate::gateway_api::{
-    GatewayApiReport, GatewayReport, PolicyReport, RouteReport, SUPPORTED_FEATURES,
+    GatewayApiReport, GatewayReport, PolicyReport, RouteReport, SUPPORTED_FEATURES, TlsPolicyReport,
 };
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
@@ -165,6 +167,48 @@ pub fn policy_status(
     }
 }
 
+/// The wanted BackendTLSPolicy status: ours per ancestor Gateway; entries other controllers
+/// wrote are kept as they are (the policy is a shared object, unlike a WebSocketPolicy).
+pub fn tls_policy_status(
+    r: &TlsPolicyReport,
+    generation: Option<i64>,
+    current: Option<&gwapi::PolicyStatus>,
+    now: Timestamp,
+) -> gwapi::PolicyStatus {
+    let theirs = current
+        .map(|c| &c.ancestors[..])
+        .unwrap_or(&[])
+        .iter()
+        .filter(|a| a.controller_name != gwapi::CONTROLLER_NAME)
+        .cloned();
+    let ours = r.ancestors.iter().map(|((ns, name), conds)| {
+        let ancestor_ref = gwapi::ParentReference {
+            group: Some(gwapi::GROUP.into()),
+            kind: Some("Gateway".into()),
+            namespace: Some(ns.clone()),
+            name: name.clone(),
+            section_name: None,
+            port: None,
+        };
+        let prior = current
+            .and_then(|c| {
+                c.ancestors.iter().find(|a| {
+                    a.ancestor_ref == ancestor_ref && a.controller_name == gwapi::CONTROLLER_NAME
+                })
+            })
+            .map(|a| &a.conditions[..])
+            .unwrap_or(&[]);
+        gwapi::PolicyAncestorStatus {
+            ancestor_ref,
+            controller_name: gwapi::CONTROLLER_NAME.into(),
+            conditions: meta_conditions(generation, conds, prior, now),
+        }
+    });
+    gwapi::PolicyStatus {
+        ancestors: theirs.chain(ours).collect(),
+    }
+}
+
 fn params() -> PatchParams {
     PatchParams {
         field_manager: Some("wsgate".into()),
@@ -195,6 +239,33 @@ where
             false
         }
     }
+}
+
+/// Finds `object` in `objects` (the snapshot's copies) and writes the status `wanted` computes
+/// from it when that differs from the current one; true when nothing failed (a vanished object
+/// is not a failure: the next pass no longer reports it).
+async fn write_namespaced<'a, K, S>(
+    client: &Client,
+    objects: &'a [K],
+    object: &ObjectRef,
+    wanted: impl FnOnce(&'a K) -> (S, Option<&'a S>),
+) -> bool
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq + 'a,
+{
+    let Some(found) = objects.iter().find(|o| {
+        o.meta().namespace.as_deref() == Some(&object.namespace)
+            && o.meta().name.as_deref() == Some(&object.name)
+    }) else {
+        return true;
+    };
+    let (wanted, current) = wanted(found);
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace);
+    write(api, &object.name, &wanted, current, &object.to_string()).await
 }
 
 /// Writes every Gateway API status that differs. Returns false if a write failed.
@@ -228,64 +299,43 @@ pub async fn write_all(
         .await;
     }
     for r in &report.gateways {
-        let Some(g) = api.gateways.iter().find(|g| {
-            g.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && g.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        let wanted = gateway_status(
-            r,
-            g.metadata.generation,
-            addresses,
-            bind_errors,
-            g.status.as_ref(),
-            now,
-        );
-        let a: Api<gwapi::Gateway> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            g.status.as_ref(),
-            &r.object.to_string(),
-        )
+        ok &= write_namespaced(client, &api.gateways, &r.object, |g| {
+            let wanted = gateway_status(
+                r,
+                g.metadata.generation,
+                addresses,
+                bind_errors,
+                g.status.as_ref(),
+                now,
+            );
+            (wanted, g.status.as_ref())
+        })
         .await;
     }
     for r in &report.routes {
-        let Some(h) = api.http_routes.iter().find(|h| {
-            h.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && h.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        let wanted = route_status(r, h.metadata.generation, h.status.as_ref(), now);
-        let a: Api<gwapi::HTTPRoute> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            h.status.as_ref(),
-            &r.object.to_string(),
-        )
+        ok &= write_namespaced(client, &api.http_routes, &r.object, |h| {
+            let wanted = route_status(r, h.metadata.generation, h.status.as_ref(), now);
+            (wanted, h.status.as_ref())
+        })
         .await;
     }
     for r in &report.policies {
-        let Some(p) = api.websocket_policies.iter().find(|p| {
-            p.metadata.namespace.as_deref() == Some(&r.object.namespace)
-                && p.metadata.name.as_deref() == Some(&r.object.name)
-        }) else {
-            continue;
-        };
-        let wanted = policy_status(r, p.metadata.generation, p.status.as_ref(), now);
-        let a: Api<WebSocketPolicy> = Api::namespaced(client.clone(), &r.object.namespace);
-        ok &= write(
-            a,
-            &r.object.name,
-            &wanted,
-            p.status.as_ref(),
-            &r.object.to_string(),
-        )
+        ok &= write_namespaced(client, &api.websocket_policies, &r.object, |p| {
+            let wanted = policy_status(r, p.metadata.generation, p.status.as_ref(), now);
+            (wanted, p.status.as_ref())
+        })
+        .await;
+    }
+    // A BackendTLSPolicy has nothing to say until a route of ours reaches one of its Services.
+    for r in report
+        .tls_policies
+        .iter()
+        .filter(|r| !r.ancestors.is_empty())
+    {
+        ok &= write_namespaced(client, &api.backend_tls_policies, &r.object, |p| {
+            let wanted = tls_policy_status(r, p.metadata.generation, p.status.as_ref(), now);
+            (wanted, p.status.as_ref())
+        })
         .await;
     }
     ok

@@ -144,7 +144,12 @@ enum Attempt {
 
 async fn connect(ex: &Exchange<'_>) -> Result<BackendStream, ExchangeError> {
     let ep = &ex.endpoint.endpoint;
-    let connect = crate::proxy::tls::connect(&ep.host, ep.port, ex.runtime.tls.as_ref());
+    let connect = crate::proxy::tls::connect(
+        &ep.host,
+        ep.port,
+        ex.runtime.tls.as_ref(),
+        ex.runtime.server_name.as_deref(),
+    );
     match ex.runtime.connect_timeout {
         Some(t) => tokio::time::timeout(t, connect)
             .await

@@ -125,7 +125,9 @@ impl Tracker {
     }
 
     /// Processes `input` (the carry of the previous call first); `out` is cleared and receives the
-    /// actions.
+    /// actions. One loop (about 90 lines) on purpose: it is the parser's state machine over one
+    /// buffer (header, payload, control frame, discard, opaque), and the property tests check it
+    /// at every split point as a whole.
     pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<Action>) -> Fed {
         out.clear();
         let mut fed = Fed::default();

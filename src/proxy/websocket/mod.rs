@@ -42,7 +42,9 @@ impl From<GateError> for ProxyError {
 }
 
 /// Handles a request that tries to open a WebSocket: policy checks, then the backend handshake,
-/// then the 101 to the client and the tunnel in its own task.
+/// then the 101 to the client and the tunnel in its own task. About 100 lines, kept in order:
+/// each step holds a guard (session slot, endpoint lease, affinity pin) that the next one
+/// moves into the session, and reading them top to bottom is the handshake's sequence.
 pub(crate) async fn open(
     mut req: Request<Incoming>,
     f: &RequestCtx<'_>,

@@ -70,7 +70,10 @@ where
     }
 }
 
-/// [`pump`]'s loop; a failed or abandoned write ends it through `?`.
+/// [`pump`]'s loop; a failed or abandoned write ends it through `?`. Long (about 150 lines) by
+/// choice: the frame logic lives in the socket-free [`Tracker`]; what remains is the order of
+/// one pass (commands from the session, read, feed, carry out the actions, resize the buffer),
+/// which shares the buffer, the carry and the closing state, all hot-path locals.
 async fn carry_on<R, W>(
     (mut from, prefix): (R, Bytes),
     to: W,

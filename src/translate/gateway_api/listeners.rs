@@ -65,7 +65,9 @@ impl Declared {
     }
 }
 
-/// Declares a Gateway's listeners on `b` and computes their conditions.
+/// Declares a Gateway's listeners on `b` and computes their conditions. About 85 lines: each
+/// listener's conditions are built up across its steps (own validity, its port on the table,
+/// where a protocol clash is `Conflicted`, its certificate), then summarised for the Gateway.
 pub(crate) fn declare(
     gw: &Gateway,
     index: &Index<'_>,
@@ -152,7 +154,8 @@ pub(crate) fn declare(
     }
 }
 
-/// A listener's own validity (protocol, hostname, allowedRoutes).
+/// A listener's own validity (protocol, hostname, TLS, allowedRoutes): one check per field of
+/// the spec's listener, in the order of the reasons its conditions report.
 fn listener(
     l: &gwapi::Listener,
     obj: &ObjectRef,

@@ -125,7 +125,8 @@ fn path_change(p: &PathModifier, matched: &PathMatch) -> Result<PathChange, Stri
 }
 
 /// Converts a rule's filters for one of its matches (`ReplacePrefixMatch` depends on it).
-/// `Err` names the filter index and the reason.
+/// `Err` names the filter index and the reason. One arm per filter type of the spec, so its
+/// length follows the spec's list.
 pub(crate) fn filters(
     list: &[HTTPRouteFilter],
     matched: &PathMatch,

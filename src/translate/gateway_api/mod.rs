@@ -8,6 +8,7 @@
 //! namespaces need a ReferenceGrant ([`refs`]); WebSocketPolicies set session settings
 //! ([`policy`]).
 
+mod backend_tls;
 mod hostnames;
 mod listeners;
 mod matches;
@@ -80,6 +81,16 @@ pub struct PolicyReport {
     pub ancestors: Vec<((String, String), Condition)>,
 }
 
+/// Wanted status of a BackendTLSPolicy: `Accepted` and `ResolvedRefs` for each Gateway whose
+/// routes reach one of its Services.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TlsPolicyReport {
+    /// The policy.
+    pub object: ObjectRef,
+    /// Per ancestor Gateway (`namespace`, `name`): its conditions.
+    pub ancestors: Vec<((String, String), Vec<Condition>)>,
+}
+
 /// Everything the Gateway API objects should report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GatewayApiReport {
@@ -91,12 +102,15 @@ pub struct GatewayApiReport {
     pub routes: Vec<RouteReport>,
     /// WebSocketPolicies.
     pub policies: Vec<PolicyReport>,
+    /// BackendTLSPolicies.
+    pub tls_policies: Vec<TlsPolicyReport>,
 }
 
 /// The features wsgate supports, for `GatewayClass` `status.supportedFeatures` (sorted, as the
 /// spec requires).
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendProtocolWebSocket",
+    "BackendTLSPolicy",
     "Gateway",
     "GatewayHTTPListenerIsolation",
     "GatewayPort8080",
@@ -115,6 +129,21 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
 ];
+
+/// `list` oldest first, then by namespace and name: the Gateway API's order of precedence
+/// between conflicting objects (policies on the same target, for instance).
+pub(crate) fn oldest_first<K: kube::Resource>(list: &[K]) -> Vec<&K> {
+    let mut sorted: Vec<&K> = list.iter().collect();
+    sorted.sort_by_key(|p| {
+        let m = p.meta();
+        (
+            m.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            m.namespace.clone(),
+            m.name.clone(),
+        )
+    });
+    sorted
+}
 
 /// Whether a GatewayClass is served by wsgate.
 fn is_our_class(c: &gwapi::GatewayClass, options: &Options) -> bool {
@@ -166,7 +195,9 @@ pub(crate) fn translate_all(
         .iter()
         .map(|g| listeners::declare(g, index, &grants, b, diags))
         .collect();
-    let policies = policy::Policies::new(&api.websocket_policies, diags);
+    let policies = policy::Policies::new(&api.websocket_policies, diags).with_backend_tls(
+        backend_tls::BackendTls::new(&api.backend_tls_policies, &api.config_maps, diags),
+    );
     for route in &api.http_routes {
         let r = routes::attach(route, &mut declared, index, &grants, &policies, b, diags);
         if !r.parents.is_empty() {
@@ -178,5 +209,6 @@ pub(crate) fn translate_all(
         .map(listeners::Declared::report)
         .collect();
     report.policies = policies.report(&api.gateways, &api.http_routes);
+    report.tls_policies = policies.backend_tls.report();
     report
 }

@@ -34,23 +34,15 @@ type PolicyEntry = (ObjectRef, Vec<(String, Target)>, Vec<Condition>);
 pub(crate) struct Policies {
     by_target: HashMap<(String, Target), Parsed>,
     all: Vec<PolicyEntry>,
+    /// The BackendTLSPolicies, consulted for each Service a route reaches.
+    pub(crate) backend_tls: super::backend_tls::BackendTls,
 }
 
 impl Policies {
     /// Parses every policy; invalid fields are errors on the policy. Kept whole: parsing,
     /// validation and conflict resolution share the per-policy error list and condition.
     pub(crate) fn new(list: &[WebSocketPolicy], diags: &mut Diagnostics) -> Self {
-        let mut sorted: Vec<&WebSocketPolicy> = list.iter().collect();
-        sorted.sort_by_key(|p| {
-            (
-                p.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string()),
-                p.metadata.namespace.clone(),
-                p.metadata.name.clone(),
-            )
-        });
+        let sorted = super::oldest_first(list);
         let mut by_target = HashMap::new();
         let mut all = Vec::new();
         for p in sorted {
@@ -124,7 +116,19 @@ impl Policies {
             }
             all.push((object, targets, conds));
         }
-        Self { by_target, all }
+        Self {
+            by_target,
+            all,
+            backend_tls: Default::default(),
+        }
+    }
+
+    /// These policies with the snapshot's BackendTLSPolicies.
+    pub(crate) fn with_backend_tls(self, backend_tls: super::backend_tls::BackendTls) -> Self {
+        Self {
+            backend_tls,
+            ..self
+        }
     }
 
     /// Applies the most specific policy for a backend of `route` (rule `rule`) on Gateway `gw`

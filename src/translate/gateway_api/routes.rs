@@ -8,7 +8,7 @@ use super::policy::Policies;
 use super::refs::{Grants, Reference};
 use super::{ParentReport, RouteReport};
 use crate::gwapi::{self, HTTPBackendRef, HTTPRoute, HTTPRouteRule, ParentReference};
-use crate::ir::{Backend, BackendProtocol, BackendSettings, HostMatch, Timeout};
+use crate::ir::{Backend, BackendProtocol, BackendSettings, HostMatch, Redacted, Timeout};
 use crate::translate::backends::{Index, PortRef};
 use crate::translate::builder::{Origin, RouteExtras, TableBuilder, Target};
 use crate::translate::conditions::Condition;
@@ -417,6 +417,7 @@ fn backend(
         ..BackendSettings::default()
     };
     let mut problem = None;
+    let mut tls_failed = false;
     let mut endpoints = Vec::new();
     let kind_ok = r.group.as_deref().unwrap_or("").is_empty()
         && r.kind.as_deref().unwrap_or("Service") == "Service";
@@ -485,12 +486,42 @@ fn backend(
             &at.gw.object.name,
             at.listener,
         );
+        tls_failed = !backend_tls(&mut settings, policies, index, ns, &r.name, port, at);
     }
-    settings.unresolved = problem.is_some();
+    settings.unresolved = problem.is_some() || tls_failed;
     let backend = b.backend(Backend {
         id,
         endpoints: endpoints.into(),
         settings,
     });
     (backend, problem)
+}
+
+/// Applies the BackendTLSPolicy of Service `ns/name` port `port`, if one targets it: HTTPS with
+/// its CA and server name. False when the policy cannot be honoured (requests then get 500:
+/// never plaintext, never other roots).
+fn backend_tls(
+    settings: &mut BackendSettings,
+    policies: &Policies,
+    index: &Index<'_>,
+    ns: &str,
+    name: &str,
+    port: i32,
+    at: &Placement<'_>,
+) -> bool {
+    let port_name = index.port_name(ns, name, port);
+    let gateway = (at.gw.object.namespace.as_str(), at.gw.object.name.as_str());
+    match policies
+        .backend_tls
+        .lookup(ns, name, port_name.as_deref(), gateway)
+    {
+        None => true,
+        Some(Ok(tls)) => {
+            settings.protocol = BackendProtocol::Https;
+            settings.ca_pem = tls.ca_pem.clone().map(Redacted);
+            settings.tls_server_name = Some(tls.hostname.clone());
+            true
+        }
+        Some(Err(_)) => false,
+    }
 }
