@@ -58,8 +58,9 @@ bash "$CLUSTER_HERE/node.sh" down >/dev/null 2>&1 || true
 rm -rf "$STATE"
 mkdir -p "$OUT"
 teardown() {
-  # The wsgate log is the first thing to read when a test fails.
-  kc -n "$NS" logs deployment/wsgate --tail=-1 >"$OUT/wsgate.log" 2>&1 || true
+  # The wsgate log is the first thing to read when a test fails (read from the kubelet's pod log
+  # files: `kubectl logs` would make the API server resolve the node's name).
+  cat "$STATE"/pod-logs/"$NS"_wsgate-*/wsgate/*.log >"$OUT/wsgate.log" 2>/dev/null || true
   if [[ ${KEEP:-0} == 1 ]]; then
     log "KEEP=1: node left running; kubeconfig $KUBE/kubeconfig; stop with: bash e2e/cluster/node.sh down"
   else
@@ -81,7 +82,10 @@ for n in "${names[@]}"; do
   grep -qxF "$n" <<<"$(ctr_ images ls -q)" || die "image $n is not in containerd after the import"
 done
 
-# wsgate with the Gateway API CRDs (chart option), one replica serving on its pod IP.
+# The Gateway API CRDs (the chart's vendored copy), Established before wsgate starts.
+kc apply --server-side -f "$REPO/charts/wsgate/gateway-api-crds/" >/dev/null
+kc wait --for condition=Established --timeout=60s -f "$REPO/charts/wsgate/gateway-api-crds/" >/dev/null
+# wsgate, one replica serving on its pod IP.
 helm_ install wsgate "$REPO/charts/wsgate" --namespace "$NS" --create-namespace \
   -f "$CONF_HERE/wsgate-values.yaml" --wait=false >/dev/null
 kc -n "$NS" rollout status deployment/wsgate --timeout=180s >/dev/null ||
