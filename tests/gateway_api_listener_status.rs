@@ -114,3 +114,26 @@ fn supported_kinds_are_the_valid_allowed_kinds() {
     // plainly Accepted.
     assert_eq!(cond(&g.conditions, "Accepted"), (true, "Accepted".into()));
 }
+
+/// GatewayInvalidParametersRef: wsgate has no parameters kind, so a Gateway naming
+/// `infrastructure.parametersRef` is not Accepted (reason InvalidParameters); without it the same
+/// Gateway is.
+#[test]
+fn infrastructure_parameters_ref_is_rejected_with_invalid_parameters() {
+    let with = report(&gw(
+        "params",
+        "  - {name: http, port: 80, protocol: HTTP}\n  infrastructure:\n    parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}\n",
+    ));
+    assert_eq!(
+        cond(&gateway(&with, "params").conditions, "Accepted"),
+        (false, "InvalidParameters".into())
+    );
+    let labels_only = report(&gw(
+        "labels",
+        "  - {name: http, port: 80, protocol: HTTP}\n  infrastructure:\n    labels: {team: a}\n",
+    ));
+    assert_eq!(
+        cond(&gateway(&labels_only, "labels").conditions, "Accepted"),
+        (true, "Accepted".into())
+    );
+}

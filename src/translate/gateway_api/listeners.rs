@@ -147,6 +147,29 @@ pub(crate) fn declare(
             "AddressNotUsable",
             "spec.addresses is not supported",
         ));
+    } else if let Some(params) = gw
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.get("parametersRef"))
+    {
+        // wsgate has no parameters kind: any reference cannot resolve, and the spec says to
+        // reject the Gateway with InvalidParameters rather than run it without them.
+        diags.warn(
+            &object,
+            "spec.infrastructure.parametersRef",
+            format!("wsgate takes no parameters ({params}); the Gateway is not accepted"),
+        );
+        conditions.push(Condition::failed(
+            "Accepted",
+            "InvalidParameters",
+            "wsgate takes no infrastructure.parametersRef",
+        ));
+        conditions.push(Condition::failed(
+            "Programmed",
+            "Invalid",
+            "wsgate takes no infrastructure.parametersRef",
+        ));
     } else if listeners.iter().any(|l| l.usable) {
         conditions.push(if invalid.is_empty() {
             Condition::ok("Accepted", "Accepted")
