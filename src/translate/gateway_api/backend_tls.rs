@@ -14,7 +14,6 @@ use crate::translate::conditions::Condition;
 use crate::translate::diagnostics::{Diagnostics, ObjectRef};
 use k8s_openapi::api::core::v1::ConfigMap;
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -43,7 +42,9 @@ type Target = (String, String, Option<String>);
 #[derive(Default)]
 pub(crate) struct BackendTls {
     entries: Vec<Parsed>,
-    by_target: HashMap<Target, usize>,
+    /// Per target, the policies on it, the one that applies first (the others are `Conflicted`
+    /// but still report for the same Gateways).
+    by_target: HashMap<Target, Vec<usize>>,
     /// Gateways whose routes reach each policy's Services (the policy's status ancestors).
     ancestors: RefCell<BTreeMap<usize, BTreeSet<(String, String)>>>,
 }
@@ -74,19 +75,16 @@ impl BackendTls {
                     continue;
                 }
                 let key = (ns.clone(), t.name.clone(), t.section_name.clone());
-                match out.by_target.entry(key) {
-                    Entry::Occupied(_) => {
-                        conflicted = true;
-                        diags.warn(
-                            &object,
-                            format!("spec.targetRefs[{i}]"),
-                            "an older BackendTLSPolicy targets the same Service and sectionName; this one is not applied there",
-                        );
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(index);
-                    }
+                let on_target = out.by_target.entry(key).or_default();
+                if !on_target.is_empty() {
+                    conflicted = true;
+                    diags.warn(
+                        &object,
+                        format!("spec.targetRefs[{i}]"),
+                        "an older BackendTLSPolicy targets the same Service and sectionName; this one is not applied there",
+                    );
                 }
+                on_target.push(index);
             }
             if conflicted {
                 conditions[0] = Condition::failed(
@@ -118,16 +116,18 @@ impl BackendTls {
             self.by_target
                 .get(&(ns.to_string(), name.to_string(), Some(p.to_string())))
         });
-        let index = *specific.or_else(|| {
+        let on_target = specific.or_else(|| {
             self.by_target
                 .get(&(ns.to_string(), name.to_string(), None))
         })?;
-        self.ancestors
-            .borrow_mut()
-            .entry(index)
-            .or_default()
-            .insert((gateway.0.to_string(), gateway.1.to_string()));
-        let entry = &self.entries[index];
+        let mut ancestors = self.ancestors.borrow_mut();
+        for i in on_target {
+            ancestors
+                .entry(*i)
+                .or_default()
+                .insert((gateway.0.to_string(), gateway.1.to_string()));
+        }
+        let entry = &self.entries[*on_target.first()?];
         Some(entry.tls.as_ref().map_err(String::as_str))
     }
 
