@@ -1413,7 +1413,10 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
         .as_array()
         .map(|l| l.iter().filter_map(|f| f["name"].as_str()).collect())
         .unwrap_or_default();
-    assert!(features.contains(&"BackendProtocolWebSocket"), "{status}");
+    assert!(
+        features.contains(&"HTTPRouteBackendProtocolWebSocket"),
+        "{status}"
+    );
     assert!(features.contains(&"HTTPRouteRequestTimeout"), "{status}");
 
     let parent = eventually(

@@ -31,6 +31,10 @@ pub(crate) struct DeclaredListener {
     pub(crate) from: FromNamespaces,
     /// Whether routes may attach (accepted, not conflicted, kinds fine).
     pub(crate) usable: bool,
+    /// Route kinds it accepts, for `status.listeners[].supportedKinds`: none for a protocol
+    /// wsgate does not serve, else the valid entries of `allowedRoutes.kinds` (HTTPRoute when
+    /// that is empty), as the spec requires.
+    supported_kinds: Vec<String>,
     pub(crate) attached: i32,
     conditions: Vec<Condition>,
 }
@@ -56,7 +60,7 @@ impl Declared {
                 .into_iter()
                 .map(|l| ListenerReport {
                     name: l.name,
-                    supported_kinds: vec!["HTTPRoute".into()],
+                    supported_kinds: l.supported_kinds,
                     attached_routes: l.attached,
                     conditions: l.conditions,
                 })
@@ -115,6 +119,17 @@ pub(crate) fn declare(
         listeners.push(dl);
     }
     conflicts(&mut listeners, &object, diags);
+    // Listeners that are not Accepted (the Gateway is still Accepted while one listener is
+    // valid, but says so with the reason ListenersNotValid, as the spec asks).
+    let invalid: Vec<&str> = listeners
+        .iter()
+        .filter(|l| {
+            l.conditions
+                .iter()
+                .any(|c| c.type_ == "Accepted" && !c.is_true())
+        })
+        .map(|l| l.name.as_str())
+        .collect();
     let mut conditions = Vec::new();
     if !gw.spec.addresses.is_empty() {
         diags.warn(
@@ -132,8 +147,40 @@ pub(crate) fn declare(
             "AddressNotUsable",
             "spec.addresses is not supported",
         ));
+    } else if let Some(params) = gw
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.get("parametersRef"))
+    {
+        // wsgate has no parameters kind: any reference cannot resolve, and the spec says to
+        // reject the Gateway with InvalidParameters rather than run it without them.
+        diags.warn(
+            &object,
+            "spec.infrastructure.parametersRef",
+            format!("wsgate takes no parameters ({params}); the Gateway is not accepted"),
+        );
+        conditions.push(Condition::failed(
+            "Accepted",
+            "InvalidParameters",
+            "wsgate takes no infrastructure.parametersRef",
+        ));
+        conditions.push(Condition::failed(
+            "Programmed",
+            "Invalid",
+            "wsgate takes no infrastructure.parametersRef",
+        ));
     } else if listeners.iter().any(|l| l.usable) {
-        conditions.push(Condition::ok("Accepted", "Accepted"));
+        conditions.push(if invalid.is_empty() {
+            Condition::ok("Accepted", "Accepted")
+        } else {
+            Condition::new(
+                "Accepted",
+                crate::translate::ConditionStatus::True,
+                "ListenersNotValid",
+                format!("invalid listeners: {}", invalid.join(", ")),
+            )
+        });
         conditions.push(Condition::ok("Programmed", "Programmed"));
     } else {
         conditions.push(Condition::failed(
@@ -163,10 +210,12 @@ fn listener(
     diags: &mut Diagnostics,
 ) -> DeclaredListener {
     let mut problems: Vec<(&str, String)> = Vec::new();
+    let mut protocol_known = true;
     let protocol = match l.protocol.as_str() {
         "HTTP" => ListenerProtocol::Http,
         "HTTPS" => ListenerProtocol::Https,
         other => {
+            protocol_known = false;
             problems.push((
                 "UnsupportedProtocol",
                 format!("protocol {other:?} is not supported; HTTP and HTTPS are"),
@@ -221,13 +270,22 @@ fn listener(
             FromNamespaces::Same
         }
     };
-    let bad_kinds: Vec<String> = l
-        .allowed_routes
-        .iter()
-        .flat_map(|a| a.kinds.iter())
-        .filter(|k| k.kind != "HTTPRoute" || k.group.as_deref().is_some_and(|g| g != gwapi::GROUP))
+    let is_http_route = |k: &&gwapi::RouteGroupKind| {
+        k.kind == "HTTPRoute" && k.group.as_deref().is_none_or(|g| g == gwapi::GROUP)
+    };
+    let kinds = l.allowed_routes.iter().flat_map(|a| a.kinds.iter());
+    let bad_kinds: Vec<String> = kinds
+        .clone()
+        .filter(|k| !is_http_route(k))
         .map(|k| k.kind.clone())
         .collect();
+    let supported_kinds = if !protocol_known
+        || (kinds.clone().next().is_some() && !kinds.clone().any(|k| is_http_route(&k)))
+    {
+        Vec::new()
+    } else {
+        vec!["HTTPRoute".to_string()]
+    };
     let mut conditions = Vec::new();
     let mut usable = true;
     if let Some((reason, message)) = problems.first() {
@@ -255,6 +313,7 @@ fn listener(
         host,
         from,
         usable,
+        supported_kinds,
         attached: 0,
         conditions,
     }

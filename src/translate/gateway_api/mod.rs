@@ -109,12 +109,15 @@ pub struct GatewayApiReport {
 /// The features wsgate supports, for `GatewayClass` `status.supportedFeatures` (sorted, as the
 /// spec requires).
 pub const SUPPORTED_FEATURES: &[&str] = &[
-    "BackendProtocolWebSocket",
     "BackendTLSPolicy",
     "Gateway",
     "GatewayHTTPListenerIsolation",
     "GatewayPort8080",
     "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendTimeout",
     "HTTPRouteDestinationPortMatching",
     "HTTPRouteHostRewrite",

@@ -462,7 +462,10 @@ fn backend(
             Err(e) => problem = Some(("BackendNotFound", e)),
         }
         match index.app_protocol(ns, &r.name, port).as_deref() {
-            Some("kubernetes.io/wss") => settings.protocol = BackendProtocol::Https,
+            // TLS to the backend: wss, or an IANA `https` port (as BackendTLSPolicy targets have).
+            Some(p) if p == "kubernetes.io/wss" || p.eq_ignore_ascii_case("https") => {
+                settings.protocol = BackendProtocol::Https
+            }
             None | Some("kubernetes.io/ws") | Some("http") | Some("kubernetes.io/http") => {}
             Some(other) => {
                 problem = Some((
