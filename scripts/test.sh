@@ -21,7 +21,7 @@ cargo test --all-targets
 step "Socket.IO / engine.io through wsgate with the affinity cookie (real npm clients and servers)"
 bash tests/socketio/run.sh
 
-step "a real browser over HTTP/2: headless Chromium (Debian package) opens wss:// through wsgate with RFC 8441"
+step "real browsers over HTTP/2: headless Chromium and Firefox ESR (Debian packages) open wss:// through wsgate with RFC 8441"
 bash tests/browser/run.sh
 
 step "h2spec against the h2c and the TLS HTTP/2 listener (exceptions in docs/http2.md)"
