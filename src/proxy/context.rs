@@ -39,12 +39,12 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     /// The context of a connection accepted on `port` from `peer`, with or without TLS, speaking
-    /// `protocol`.
+    /// `protocol`, holding its capacity slot and the switch of its send timeout.
     pub(crate) fn new(
         shared: Arc<Shared>,
         (port, tls, protocol): (u16, bool, ClientProtocol),
         peer: SocketAddr,
-        slot: ConnGuard,
+        (slot, send_deadline): (ConnGuard, SendDeadline),
     ) -> Self {
         let protocol_requests = shared
             .metrics
@@ -60,15 +60,7 @@ impl ConnCtx {
             _slot: slot,
             series: SeriesCache::default(),
             protocol_requests,
-            send_deadline: SendDeadline::default(),
-        }
-    }
-
-    /// This context with the switch of its connection's send timeout.
-    pub(crate) fn with_send_deadline(self, send_deadline: SendDeadline) -> Self {
-        Self {
             send_deadline,
-            ..self
         }
     }
 

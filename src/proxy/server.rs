@@ -45,10 +45,12 @@ where
         guards: (guard, slot),
     } = accepted;
     let deadline = SendDeadline::default();
-    let ctx = Arc::new(
-        ConnCtx::new(shared.clone(), (port, tls, protocol), peer, slot)
-            .with_send_deadline(deadline.clone()),
-    );
+    let ctx = Arc::new(ConnCtx::new(
+        shared.clone(),
+        (port, tls, protocol),
+        peer,
+        (slot, deadline.clone()),
+    ));
     ctx.shared
         .metrics
         .client_connections
