@@ -10,8 +10,10 @@ use base64::Engine as _;
 use sha1::{Digest, Sha1};
 use std::io;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub mod h2;
 
 /// WebSocket opcodes used here.
 pub mod op {
@@ -190,7 +192,8 @@ fn bind_address_no_port(sock: &socket2::Socket) -> io::Result<()> {
     }
 }
 
-/// Buffered reading of server frames on the client side.
+/// Buffered reading of server frames on the client side, from a TCP socket or (HTTP/2) from a
+/// stream's DATA frames: anything readable.
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
@@ -221,7 +224,7 @@ impl FrameReader {
         self.end = bytes.len();
     }
 
-    async fn fill(&mut self, s: &mut TcpStream) -> io::Result<()> {
+    async fn fill<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> io::Result<()> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -236,9 +239,9 @@ impl FrameReader {
     }
 
     /// Reads one whole frame. Payload bytes are appended to `sink` when given, else skipped.
-    pub async fn read_frame(
+    pub async fn read_frame<S: AsyncRead + Unpin>(
         &mut self,
-        s: &mut TcpStream,
+        s: &mut S,
         mut sink: Option<&mut Vec<u8>>,
     ) -> io::Result<FrameInfo> {
         let h = loop {
@@ -272,7 +275,7 @@ impl FrameReader {
     }
 
     /// Waits for the peer to close the connection (EOF), discarding anything else.
-    pub async fn wait_eof(&mut self, s: &mut TcpStream) -> io::Result<()> {
+    pub async fn wait_eof<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> io::Result<()> {
         loop {
             self.start = 0;
             self.end = 0;

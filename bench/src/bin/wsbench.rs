@@ -5,7 +5,7 @@
 //! Modes:
 //!   verify  one connection: WebSocket echo round trips (64 B, 64 KiB, exact bytes compared) and
 //!           `whoami`, which shows whether the backend saw our socket (direct) or another (proxied)
-//!   echo    N connections, each sends exactly M messages of S bytes, one in flight per connection,
+//!   echo    N sessions, each sends exactly M messages of S bytes, one in flight per session,
 //!           every echo awaited; round-trip latency into an HDR histogram (µs)
 //!   churn   exactly H handshakes (connect, upgrade, close handshake, EOF) with C workers
 //!   idle    opens sessions up to each step (e.g. 1000,5000,9000), each with one echo round trip,
@@ -13,16 +13,22 @@
 //!
 //! Common flags: --target IP:PORT --host H --path P --pids PID,PID --deadline SECS
 //!               --src-ips 127.0.0.2,127.0.0.3 (client source addresses, round-robin)
+//!               --transport h1|h2 (verify, echo): h1 (default) = one TCP connection per session,
+//!               HTTP/1.1 Upgrade; h2 = every session a stream of ONE cleartext HTTP/2 connection
+//!               (prior knowledge), opened by an RFC 8441 extended CONNECT, the same WebSocket
+//!               frames in its DATA frames
 
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use wsbench::h2::{h2c_connect, H2Conn, H2Ws};
 use wsbench::{
     client_handshake, connect_from, cpu_ticks, encode_frame, op, rss_kib, FrameReader, Rng,
 };
@@ -63,6 +69,24 @@ impl Args {
     }
 }
 
+/// How sessions reach the proxy.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    /// One TCP connection and HTTP/1.1 Upgrade per session.
+    H1,
+    /// One cleartext HTTP/2 connection; each session an RFC 8441 extended CONNECT stream.
+    H2,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::H1 => "h1",
+            Transport::H2 => "h2",
+        }
+    }
+}
+
 struct Common {
     target: SocketAddr,
     host: String,
@@ -70,6 +94,7 @@ struct Common {
     pids: Vec<u32>,
     src_ips: Vec<IpAddr>,
     deadline: Duration,
+    transport: Transport,
 }
 
 impl Common {
@@ -114,6 +139,14 @@ fn main() {
         pids: a.list("pids"),
         src_ips: a.list("src-ips"),
         deadline: Duration::from_secs_f64(a.n("deadline", 60) as f64),
+        transport: match a.s("transport", "h1").as_str() {
+            "h1" => Transport::H1,
+            "h2" => Transport::H2,
+            t => {
+                eprintln!("wsbench: --transport {t}: want h1 or h2");
+                std::process::exit(2);
+            }
+        },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -143,15 +176,9 @@ fn main() {
     println!("{out}");
 }
 
-async fn open(c: &Common, i: usize, rng: &mut Rng) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    let mut s = connect_from(c.src(i), c.target).await?;
-    let left = client_handshake(&mut s, &c.host, &c.path, rng).await?;
-    Ok((s, left))
-}
-
 /// One round trip; returns the echoed payload.
-async fn round_trip(
-    s: &mut TcpStream,
+async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
     r: &mut FrameReader,
     opcode: u8,
     payload: &[u8],
@@ -170,50 +197,84 @@ async fn round_trip(
 async fn verify(c: &Common) -> String {
     let res = tokio::time::timeout(c.deadline, async {
         let mut rng = Rng::new(7);
-        let (mut s, left) = open(c, 0, &mut rng).await?;
-        let local = s.local_addr()?;
-        let mut r = FrameReader::new(1 << 17);
-        r.preload(&left);
-        let small: Vec<u8> = (0..64u8).collect();
-        let big: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
-        let ok_small = round_trip(&mut s, &mut r, op::BINARY, &small, &mut rng).await? == small;
-        let ok_big = round_trip(&mut s, &mut r, op::BINARY, &big, &mut rng).await? == big;
-        let who = round_trip(&mut s, &mut r, op::TEXT, b"whoami", &mut rng).await?;
-        let who = String::from_utf8_lossy(&who).to_string();
-        // {"peer":"IP:PORT",...}
-        let peer = who
-            .split("\"peer\":\"")
-            .nth(1)
-            .and_then(|x| x.split('"').next())
-            .unwrap_or("")
-            .to_string();
-        let proxied = peer != local.to_string();
-        // Clean close.
-        let m = (rng.next_u64() as u32).to_le_bytes();
-        s.write_all(&encode_frame(op::CLOSE, &1000u16.to_be_bytes(), Some(m)))
-            .await?;
-        let f = r.read_frame(&mut s, None).await?;
-        let closed = f.opcode == op::CLOSE;
-        Ok::<_, std::io::Error>(format!(
-            "{{\"mode\":\"verify\",\"ok\":{},\"echo_64\":{ok_small},\"echo_64k\":{ok_big},\
-             \"close\":{closed},\"proxied\":{proxied},\"local\":\"{local}\",\"backend_saw\":{}}}",
-            ok_small && ok_big && closed,
-            if who.starts_with('{') {
-                who.clone()
-            } else {
-                format!("\"{}\"", esc(&who))
+        let mut tcp = connect_from(c.src(0), c.target).await?;
+        let local = tcp.local_addr()?;
+        match c.transport {
+            Transport::H1 => {
+                let left = client_handshake(&mut tcp, &c.host, &c.path, &mut rng).await?;
+                verify_session(tcp, &left, local, &mut rng, Transport::H1, String::new()).await
             }
-        ))
+            Transport::H2 => {
+                let conn = h2c_connect(tcp, c.deadline).await?;
+                let s = conn.open_ws(&c.host, &c.path).await?;
+                // Reaching here means: h2 with prior knowledge, the server's SETTINGS enabled
+                // the extended CONNECT protocol, and it answered the CONNECT with 200.
+                let extra = format!(
+                    ",\"enable_connect_protocol\":true,\"connect_status\":200,\"max_streams\":{}",
+                    conn.max_streams()
+                );
+                verify_session(s, &[], local, &mut rng, Transport::H2, extra).await
+            }
+        }
     })
     .await;
+    let t = c.transport.name();
     match res {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => format!(
-            "{{\"mode\":\"verify\",\"ok\":false,\"error\":\"{}\"}}",
+            "{{\"mode\":\"verify\",\"transport\":\"{t}\",\"ok\":false,\"error\":\"{}\"}}",
             esc(&e.to_string())
         ),
-        Err(_) => "{\"mode\":\"verify\",\"ok\":false,\"error\":\"deadline\"}".into(),
+        Err(_) => format!(
+            "{{\"mode\":\"verify\",\"transport\":\"{t}\",\"ok\":false,\"error\":\"deadline\"}}"
+        ),
     }
+}
+
+/// The checks of `verify` on an open session (TCP or HTTP/2 stream); `local` is our socket's
+/// address, `extra` more JSON fields.
+async fn verify_session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    left: &[u8],
+    local: SocketAddr,
+    rng: &mut Rng,
+    transport: Transport,
+    extra: String,
+) -> std::io::Result<String> {
+    let mut r = FrameReader::new(1 << 17);
+    r.preload(left);
+    let small: Vec<u8> = (0..64u8).collect();
+    let big: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let ok_small = round_trip(&mut s, &mut r, op::BINARY, &small, rng).await? == small;
+    let ok_big = round_trip(&mut s, &mut r, op::BINARY, &big, rng).await? == big;
+    let who = round_trip(&mut s, &mut r, op::TEXT, b"whoami", rng).await?;
+    let who = String::from_utf8_lossy(&who).to_string();
+    // {"peer":"IP:PORT",...}
+    let peer = who
+        .split("\"peer\":\"")
+        .nth(1)
+        .and_then(|x| x.split('"').next())
+        .unwrap_or("")
+        .to_string();
+    let proxied = peer != local.to_string();
+    // Clean close.
+    let m = (rng.next_u64() as u32).to_le_bytes();
+    s.write_all(&encode_frame(op::CLOSE, &1000u16.to_be_bytes(), Some(m)))
+        .await?;
+    let f = r.read_frame(&mut s, None).await?;
+    let closed = f.opcode == op::CLOSE;
+    let transport = transport.name();
+    Ok(format!(
+        "{{\"mode\":\"verify\",\"transport\":\"{transport}\",\"ok\":{},\"echo_64\":{ok_small},\
+         \"echo_64k\":{ok_big},\"close\":{closed},\"proxied\":{proxied},\"local\":\"{local}\",\
+         \"backend_saw\":{}{extra}}}",
+        ok_small && ok_big && closed,
+        if who.starts_with('{') {
+            who.clone()
+        } else {
+            format!("\"{}\"", esc(&who))
+        }
+    ))
 }
 
 /// Connects `n` sessions with bounded parallelism.
@@ -260,12 +321,81 @@ fn note_error(e: &str) {
     }
 }
 
-async fn echo(c: &Common, conns: usize, size: usize, messages: u64) -> String {
-    let setup = tokio::time::timeout(c.deadline, connect_many(c, conns, 0)).await;
-    let streams = setup.unwrap_or_default();
+/// Opens `n` WebSocket sessions as streams of one HTTP/2 connection (the connection is returned
+/// too: it must outlive the sessions).
+async fn open_h2_many(c: &Common, n: usize) -> Result<(Rc<H2Conn>, Vec<(H2Ws, Vec<u8>)>), String> {
+    let tcp = connect_from(c.src(0), c.target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let conn = Rc::new(
+        h2c_connect(tcp, c.deadline)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    if conn.max_streams() < n {
+        // Streams past the server's limit would wait for one to end, which never happens here.
+        return Err(format!(
+            "the server allows {} concurrent streams per connection, {n} wanted",
+            conn.max_streams()
+        ));
+    }
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let conn = conn.clone();
+        let host = c.host.clone();
+        let path = c.path.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            conn.open_ws(&host, &path).await
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        match t.await {
+            Ok(Ok(s)) => out.push((s, Vec::new())),
+            Ok(Err(e)) => note_error(&format!("h2 session: {e}")),
+            Err(e) => note_error(&format!("h2 session task: {e}")),
+        }
+    }
+    Ok((conn, out))
+}
+
+async fn echo(c: &Common, sessions: usize, size: usize, messages: u64) -> String {
+    match c.transport {
+        Transport::H1 => {
+            let setup = tokio::time::timeout(c.deadline, connect_many(c, sessions, 0)).await;
+            let streams = setup.unwrap_or_default();
+            echo_run(c, sessions, size, messages, streams, sessions).await
+        }
+        Transport::H2 => match tokio::time::timeout(c.deadline, open_h2_many(c, sessions)).await {
+            Ok(Ok((conn, streams))) => {
+                let out = echo_run(c, sessions, size, messages, streams, 1).await;
+                drop(conn);
+                out
+            }
+            Ok(Err(e)) => format!(
+                "{{\"mode\":\"echo\",\"transport\":\"h2\",\"ok\":false,\"error\":\"{}\"}}",
+                esc(&e)
+            ),
+            Err(_) => "{\"mode\":\"echo\",\"transport\":\"h2\",\"ok\":false,\"error\":\"deadline opening sessions\"}"
+                .into(),
+        },
+    }
+}
+
+/// The measured part of `echo` over open sessions (each with bytes read past its handshake);
+/// `tcp_conns` is how many TCP connections carry them.
+async fn echo_run<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    c: &Common,
+    conns: usize,
+    size: usize,
+    messages: u64,
+    streams: Vec<(S, Vec<u8>)>,
+    tcp_conns: usize,
+) -> String {
+    let t = c.transport.name();
     if streams.len() != conns {
         return format!(
-            "{{\"mode\":\"echo\",\"ok\":false,\"error\":\"only {} of {conns} sessions opened\"}}",
+            "{{\"mode\":\"echo\",\"transport\":\"{t}\",\"ok\":false,\"error\":\"only {} of {conns} sessions opened\"}}",
             streams.len()
         );
     }
@@ -340,8 +470,8 @@ async fn echo(c: &Common, conns: usize, size: usize, messages: u64) -> String {
     };
     drop(keep);
     format!(
-        "{{\"mode\":\"echo\",\"ok\":{},\"conns\":{conns},\"size\":{size},\"messages\":{done},\
-         \"expected\":{want},\"errors\":{},\"elapsed_s\":{elapsed:.4},\"msgs_per_s\":{:.1},\
+        "{{\"mode\":\"echo\",\"transport\":\"{t}\",\"ok\":{},\"conns\":{conns},\
+         \"tcp_conns\":{tcp_conns},\"size\":{size},\"messages\":{done},\"expected\":{want},\"errors\":{},\"elapsed_s\":{elapsed:.4},\"msgs_per_s\":{:.1},\
          \"cpu_ticks\":{cpu},{}}}",
         done == want && ERRORS.load(Ordering::Relaxed) == 0,
         ERRORS.load(Ordering::Relaxed),
