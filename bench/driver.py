@@ -4,6 +4,10 @@ equivalent WebSocket config on one pinned core, verifies that it really proxies 
 HTTP, measures every case with the wsbench load generator / wrk, reads the peer's CPU time and RSS
 from /proc, and prints one markdown table with ratios against nginx from the same run.
 
+Cases (--cases, default all): main (every per-peer case of the big table), h2 (64 B echo, 100
+WebSocket sessions as RFC 8441 streams of one HTTP/2 connection vs 100 HTTP/1.1 connections, for
+the peers that tunnel extended CONNECT: wsgate and HAProxy), cp (control plane, wsgate only).
+
 Called by bench/run.sh (which installs and builds first). Python standard library only.
 """
 
@@ -54,6 +58,9 @@ PLAN = {
         "reps": 3,
         "cp": [1000, 10000],
         "reloads": 5,
+        # (size, sessions, messages per session) of the HTTP/2 case; 100 sessions because HAProxy
+        # allows 100 concurrent streams per connection by default (wsgate 128).
+        "h2": (64, 100, 2000),
     },
     "quick": {
         "echo": [(64, 1, 3000), (64, 100, 200), (64, 1000, 20),
@@ -64,8 +71,21 @@ PLAN = {
         "reps": 1,
         "cp": [1000],
         "reloads": 2,
+        "h2": (64, 100, 200),
     },
 }
+
+CASES = ["main", "h2", "cp"]
+# Peers that tunnel WebSockets over HTTP/2 (RFC 8441 extended CONNECT) on the client side; the
+# others get this text in the HTTP/2 table instead of numbers.
+H2_PEERS = ["wsgate", "haproxy"]
+NO_H2 = {
+    "direct": "— (the echo backend speaks HTTP/1.1 only)",
+    "nginx": "no RFC 8441",
+    "envoy": "no RFC 8441 (only behind allow_connect, not configured here)",
+    "traefik": "no RFC 8441",
+}
+WSGATE_ADMIN = 18115
 
 CHILDREN = []  # Popen objects to clean up
 
@@ -200,7 +220,7 @@ def http_get(port, path, host="bench.local"):
 # ---------------------------------------------------------------- peers
 
 
-def cfg_wsgate(d, port):
+def cfg_wsgate(d, port, h2=False):
     with open(os.path.join(d, "bench.yaml"), "w") as f:
         f.write(f"""apiVersion: wsgate.dev/v1alpha1
 kind: Gateway
@@ -232,11 +252,14 @@ spec:
       backendPool: echo
       backendSettings: ws
 """)
+    # h2: HTTP/2 with prior knowledge accepted on the HTTP listener too (the preface is peeked;
+    # HTTP/1.1 connections are served as without the flag).
     return [WSGATE, "run", "--config", d, "--bind", "127.0.0.1", "--http-port", "18125",
-            "--admin-port", "18115", "--log-level", "warn", "--log-format", "text"], {"TOKIO_WORKER_THREADS": "1"}
+            "--admin-port", str(WSGATE_ADMIN), "--log-level", "warn", "--log-format", "text"] + \
+        (["--http2-cleartext"] if h2 else []), {"TOKIO_WORKER_THREADS": "1"}
 
 
-def cfg_nginx(d, port):
+def cfg_nginx(d, port, h2=False):
     conf = os.path.join(d, "nginx.conf")
     for sub in ("cache", "body", "proxy", "fcgi", "uwsgi", "scgi"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
@@ -282,7 +305,9 @@ http {{
     return ["nginx", "-c", conf, "-p", d], {}
 
 
-def cfg_haproxy(d, port):
+def cfg_haproxy(d, port, h2=False):
+    # HAProxy detects the HTTP/2 preface on an HTTP bind by itself (h2 with prior knowledge, RFC
+    # 8441 on by default since 2.4), so one bind serves both transports; h2 changes nothing.
     conf = os.path.join(d, "haproxy.cfg")
     with open(conf, "w") as f:
         f.write(f"""global
@@ -315,7 +340,7 @@ backend be_cache
     return ["haproxy", "-db", "-f", conf], {}
 
 
-def cfg_envoy(d, port):
+def cfg_envoy(d, port, h2=False):
     conf = os.path.join(d, "envoy.yaml")
     with open(conf, "w") as f:
         f.write(f"""admin:
@@ -372,7 +397,7 @@ def envoy_binary():
         return None
 
 
-def cfg_traefik(d, port):
+def cfg_traefik(d, port, h2=False):
     dyn = os.path.join(d, "dynamic.yaml")
     with open(dyn, "w") as f:
         f.write(f"""http:
@@ -501,24 +526,33 @@ def wrk(port, path, seconds, pids):
             "p50_us": us(p50), "p99_us": us(p99)}
 
 
+def start_peer(name, workdir, h2=False):
+    """Starts a proxy peer on its port: (Popen, None), or (None, why not)."""
+    port = PORTS[name]
+    d = os.path.join(workdir, name + ("-h2" if h2 else ""))
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    cmd, env = CONFIGS[name](d, port, h2)
+    if cmd[0] is None or not os.path.exists(cmd[0]) and shutil.which(cmd[0]) is None:
+        log(f"{name}: not installed, skipped")
+        return None, "not installed"
+    proc = spawn(cmd, PROXY_CORE, env, os.path.join(d, "stdout.log"))
+    if not wait_port(port):
+        log(f"{name}: did not open its port; log: {d}/stdout.log")
+        stop(proc)
+        CHILDREN.remove(proc)
+        return None, "did not start (see log)"
+    return proc, None
+
+
 def measure_peer(name, plan, results, workdir):
     r = results["peers"].setdefault(name, {})
     port = PORTS[name]
     proc = None
     if name != "direct":
-        d = os.path.join(workdir, name)
-        os.makedirs(d, exist_ok=True)
-        os.chmod(d, 0o755)
-        cmd, env = CONFIGS[name](d, port)
-        if cmd[0] is None or not os.path.exists(cmd[0]) and shutil.which(cmd[0]) is None:
-            r["skipped"] = "not installed"
-            log(f"{name}: not installed, skipped")
-            return
-        proc = spawn(cmd, PROXY_CORE, env, os.path.join(d, "stdout.log"))
-        if not wait_port(port):
-            r["skipped"] = "did not start (see log)"
-            log(f"{name}: did not open its port; log: {d}/stdout.log")
-            stop(proc)
+        proc, why = start_peer(name, workdir)
+        if proc is None:
+            r["skipped"] = why
             return
     try:
         ok, what = verify(name, port, BACKEND_ADDR[1])
@@ -569,7 +603,11 @@ def measure_peer(name, plan, results, workdir):
 def best_of(reps, count_key, fn):
     """Runs a case reps times; returns the ok run with the least proxy CPU per unit, with every
     run's CPU per unit (µs) in cpu_us_all. A failed run makes the case failed."""
-    runs = [fn() for _ in range(reps)]
+    return pick_best([fn() for _ in range(reps)], count_key)
+
+
+def pick_best(runs, count_key):
+    """The ok run with the least proxy CPU per unit (see best_of)."""
     bad = [x for x in runs if not x.get("ok")]
     if bad:
         return bad[0]
@@ -598,6 +636,120 @@ def summary(res):
         return f"FAILED {res}"
     keys = ["msgs_per_s", "per_s", "rps", "cpu_ticks", "p50_us", "p99_us", "p999_us", "errors"]
     return " ".join(f"{k}={res[k]}" for k in keys if k in res)
+
+
+# ---------------------------------------------------------------- HTTP/2 (RFC 8441)
+
+
+def wsgate_metric(name):
+    """Sum of a wsgate metric's samples whose name and labels start with `name`, from the admin port."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", WSGATE_ADMIN, timeout=5)
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode(errors="replace")
+        c.close()
+    except OSError as e:
+        log(f"wsgate metrics: {e}")
+        return None
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(name):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (ValueError, IndexError):
+                pass
+    return total
+
+
+def verify_h2(name, port):
+    """The verify checks over HTTP/2: one h2c connection with prior knowledge, the server's SETTINGS
+    enable the extended CONNECT protocol, an extended CONNECT for the echo route is answered 200,
+    then echo 64 B and 64 KiB byte for byte, `whoami` shows a backend socket other than ours, and
+    the closing handshake completes. For wsgate, its own metric must count the session as h2."""
+    h2_metric = 'wsgate_websocket_sessions_opened_total{protocol="h2"}'
+    before = wsgate_metric(h2_metric) if name == "wsgate" else None
+    res = wsbench("verify", port, [], 10, transport="h2")
+    if not res.get("ok") or not res.get("proxied") or res.get("connect_status") != 200:
+        return False, f"WebSocket over HTTP/2 failed: {res}"
+    what = (f"RFC 8441: extended CONNECT answered 200 on one h2c connection (server allows "
+            f"{res.get('max_streams')} streams), echo exact, client {res['local']} -> backend saw "
+            f"{res['backend_saw']['peer']}")
+    if name == "wsgate":
+        after = wsgate_metric(h2_metric)
+        if before is None or after is None or after - before < 1:
+            return False, f"wsgate did not count an h2 session ({h2_metric}: {before} -> {after})"
+        what += f"; {h2_metric} {before:.0f} -> {after:.0f}"
+    return True, what
+
+
+def measure_h2(name, plan, results, workdir):
+    """64 B echo on 100 sessions: 100 HTTP/1.1 connections vs one HTTP/2 connection carrying 100
+    RFC 8441 streams, against one fresh process of the peer (started with its h2 option). The two
+    transports alternate, rep by rep, so that a change in background load hits both alike."""
+    r = results.setdefault("h2_case", {}).setdefault(name, {})
+    if name not in H2_PEERS:
+        r["skipped"] = NO_H2.get(name, "no RFC 8441")
+        return
+    port = PORTS[name]
+    proc, why = start_peer(name, workdir, h2=True)
+    if proc is None:
+        r["skipped"] = why
+        return
+    try:
+        ok, what = verify(name, port, BACKEND_ADDR[1])
+        if ok:
+            ok, what = verify_h2(name, port)
+        r["verified"] = what if ok else None
+        if not ok:
+            r["skipped"] = "verification failed: " + what
+            log(f"{name}: h2 VERIFICATION FAILED: {what}")
+            return
+        log(f"{name}: h2 verified: {what}")
+        pids = descendants(proc.pid)
+        r["pids"] = pids
+        r["busy_before_pct"] = round(machine_busy(0.5), 1)
+        size, sessions, msgs = plan["h2"]
+        runs = {"h1": [], "h2": []}
+        for _ in range(plan["reps"]):
+            for t in ("h1", "h2"):
+                runs[t].append(wsbench("echo", port, pids, 90, conns=sessions, size=size, messages=msgs,
+                                       src_ips=SRC_IPS, transport=t))
+                log(f"{name}: h2 case, {t}: {summary(runs[t][-1])}")
+        for t in ("h1", "h2"):
+            r[t] = pick_best(runs[t], "messages")
+            r[t]["runs"] = runs[t]
+    finally:
+        stop(proc)
+        CHILDREN.remove(proc)
+
+
+def report_h2(results, peers):
+    """The HTTP/2 table: one row per peer and transport."""
+    H = results.get("h2_case", {})
+    size, sessions, _ = results["plan"]["h2"]
+    hap = H.get("haproxy", {})
+    out = (f"64 B echo, {sessions} sessions, one message in flight per session: {sessions} HTTP/1.1 "
+           f"connections vs one HTTP/2 connection carrying {sessions} WebSockets (RFC 8441). "
+           f"CPU ratios (×) against HAProxy on the same transport.\n\n"
+           "| peer | transport | msg/s | proxy CPU µs/msg | p50 µs | p99 µs | p99.9 µs |\n"
+           "|---|---|---|---|---|---|---|\n")
+    for p in peers:
+        r = H.get(p)
+        if r is None:
+            continue
+        if r.get("skipped"):
+            out += f"| {p} | n/a: {r['skipped']} | | | | | |\n"
+            continue
+        for t, label in (("h1", f"{sessions} × HTTP/1.1"), ("h2", f"1 × HTTP/2, {sessions} streams")):
+            res = r.get(t) or {}
+            if not res.get("ok"):
+                out += f"| {p} | {label} | failed: {str(res.get('error', ''))[:80]} | | | | |\n"
+                continue
+            cpu = per_unit_us(res, "messages")
+            base = per_unit_us(hap.get(t), "messages") if p != "haproxy" and hap.get(t) else None
+            out += (f"| {p} | {label} | {fmt(res['msgs_per_s'])} | {fmt(cpu, 2)}{ratio(cpu, base)} | "
+                    f"{fmt(float(res['p50_us']))} | {fmt(float(res['p99_us']))} | {fmt(float(res['p999_us']))} |\n")
+    return out
 
 
 # ---------------------------------------------------------------- control plane
@@ -960,11 +1112,21 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--skip-control-plane", action="store_true")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help="comma list of: main (the per-peer cases of the big table), h2 (HTTP/2 vs "
+                         "HTTP/1.1, RFC 8441), cp (control plane); default all")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
     mode = "quick" if a.quick else "full"
     plan = PLAN[mode]
     peers = [p for p in a.peers.split(",") if p]
+    cases = [c for c in a.cases.split(",") if c]
+    unknown = [c for c in cases + peers if c not in CASES + PEERS]
+    if unknown:
+        sys.exit(f"bench: unknown case or peer {unknown}; cases: {CASES}, peers: {PEERS}")
+    if a.skip_control_plane and "cp" in cases:
+        cases.remove("cp")
+    all_cases = cases == CASES
     for b in (WSBENCH, BACKEND, WSGATE):
         if not os.path.exists(b):
             sys.exit(f"bench: missing {b}; run bench/run.sh")
@@ -974,41 +1136,57 @@ def main():
     os.chmod(workdir, 0o755)
     started = time.time()
     results = {"mode": mode, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-               "machine": machine(), "versions": versions(), "plan": plan, "peers": {}}
+               "machine": machine(), "versions": versions(), "plan": plan, "cases": cases, "peers": {}}
     try:
         backend = spawn([BACKEND, f"{BACKEND_ADDR[0]}:{BACKEND_ADDR[1]}"], LOAD_CORE, None,
                         os.path.join(workdir, "backend.log"))
         if not wait_port(BACKEND_ADDR[1]):
             sys.exit("bench: echo backend did not start")
-        for p in peers:
-            log(f"--- {p}")
-            measure_peer(p, plan, results, workdir)
-        if not a.skip_control_plane:
+        if "main" in cases:
+            for p in peers:
+                log(f"--- {p}")
+                measure_peer(p, plan, results, workdir)
+        if "h2" in cases:
+            # After the main cases, the RFC 8441 peers back to back, so they meet similar load.
+            for p in peers:
+                log(f"--- {p}: HTTP/2 case")
+                measure_h2(p, plan, results, workdir)
+        if "cp" in cases:
             control_plane(plan, results, workdir)
         stop(backend)
     finally:
         cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     results["duration_s"] = round(time.time() - started)
-    table = report(results, peers)
-    tg = targets(results)
     os.makedirs(a.out, exist_ok=True)
     m, v = results["machine"], results["versions"]
-    md = (f"Run {results['started']} ({mode}, {results['duration_s']} s). Machine: {m['nproc']} cores, "
-          f"{m['cpu']}, {m['mem']} RAM, kernel {m['kernel']}, open-file limit {m['nofile']}. "
+    md = (f"Run {results['started']} ({mode}, cases {','.join(cases)}, {results['duration_s']} s). Machine: "
+          f"{m['nproc']} cores, {m['cpu']}, {m['mem']} RAM, kernel {m['kernel']}, open-file limit {m['nofile']}. "
           f"Peers: {', '.join(v[k] for k in ('wsgate', 'nginx', 'haproxy', 'envoy', 'traefik'))}; {v['wrk']}.\n"
           f"Every peer on core {PROXY_CORE} only (one worker); load generator, wrk and echo backend on core "
-          f"{LOAD_CORE}. Ratios (×) are against nginx in this run; lower is better for CPU, latency, RSS.\n"
-          f"Background load on the machine just before each peer (both cores, %): "
-          + ", ".join(f"{p} {P.get('busy_before_pct', 'n/a')}" for p, P in results["peers"].items()) + "\n\n"
-          + table + "\n" + tg)
-    with open(os.path.join(a.out, f"latest-{mode}.json"), "w") as f:
+          f"{LOAD_CORE}.")
+    if "main" in cases or "cp" in cases:
+        md += (" Ratios (×) are against nginx in this run; lower is better for CPU, latency, RSS.\n"
+               "Background load on the machine just before each peer (both cores, %): "
+               + ", ".join(f"{p} {P.get('busy_before_pct', 'n/a')}" for p, P in results["peers"].items())
+               + "\n\n" + report(results, peers) + "\n" + targets(results))
+    else:
+        md += "\n"
+    if "h2" in cases:
+        H = results.get("h2_case", {})
+        md += ("\n### WebSockets over HTTP/2 (RFC 8441) vs HTTP/1.1\n\n"
+               "Background load just before each peer (both cores, %): "
+               + ", ".join(f"{p} {H[p].get('busy_before_pct', 'n/a')}" for p in H if not H[p].get("skipped"))
+               + "\n\n" + report_h2(results, peers))
+    # A subset of the cases gets its own files, so it never overwrites a whole run's results.
+    stem = f"latest-{mode}" if all_cases else f"latest-{mode}-{'-'.join(cases)}"
+    with open(os.path.join(a.out, f"{stem}.json"), "w") as f:
         json.dump(results, f, indent=1)
-    with open(os.path.join(a.out, f"latest-{mode}.md"), "w") as f:
+    with open(os.path.join(a.out, f"{stem}.md"), "w") as f:
         f.write(md)
-    # A full run of every peer refreshes the results section of docs/performance.md.
+    # A full run of every peer and case refreshes the results section of docs/performance.md.
     doc = os.path.join(ROOT, "docs", "performance.md")
-    if mode == "full" and peers == PEERS and not a.skip_control_plane and os.path.exists(doc):
+    if mode == "full" and peers == PEERS and all_cases and os.path.exists(doc):
         with open(doc) as f:
             text = f.read()
         begin, end = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark, one command: bash bench/run.sh [--quick] [--peers direct,wsgate,nginx,...]
-#   [--skip-control-plane]. Installs what it needs (idempotent), builds wsgate (release), the load
-# generator/echo backend and the translate() probe, then runs bench/driver.py, which prints the
-# markdown table and writes bench/results/latest-{full,quick}.{md,json}.
+#   [--skip-control-plane] [--cases main,h2,cp]. Installs what it needs (idempotent), builds wsgate
+# (release), the load generator/echo backend and the translate() probe, then runs bench/driver.py,
+# which prints the markdown table and writes bench/results/latest-{full,quick}.{md,json} (a subset
+# of --cases: latest-MODE-CASES.{md,json}). Only the HTTP/2 case, quickly:
+#   bash bench/run.sh --quick --cases h2 --peers wsgate,haproxy
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
