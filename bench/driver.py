@@ -735,7 +735,7 @@ def report_h2(results, peers):
            "|---|---|---|---|---|---|---|\n")
     for p in peers:
         r = H.get(p)
-        if r is None:
+        if r is None or p == "direct":
             continue
         if r.get("skipped"):
             out += f"| {p} | n/a: {r['skipped']} | | | | | |\n"
@@ -747,7 +747,7 @@ def report_h2(results, peers):
                 continue
             cpu = per_unit_us(res, "messages")
             base = per_unit_us(hap.get(t), "messages") if p != "haproxy" and hap.get(t) else None
-            out += (f"| {p} | {label} | {fmt(res['msgs_per_s'])} | {fmt(cpu, 2)}{ratio(cpu, base)} | "
+            out += (f"| {p} | {label} | {fmt(res['msgs_per_s'])} | {fmt(cpu)}{ratio(cpu, base)} | "
                     f"{fmt(float(res['p50_us']))} | {fmt(float(res['p99_us']))} | {fmt(float(res['p999_us']))} |\n")
     return out
 

