@@ -1559,3 +1559,135 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
         Some("still open")
     );
 }
+
+/// `allowedRoutes.namespaces.from: Selector` in a cluster: the route's namespace is admitted by
+/// its labels, read through the Namespace watch the chart's RBAC allows, and a label change
+/// attaches and detaches the route without a restart.
+#[tokio::test]
+async fn e2e_7_gateway_api_namespace_selector() {
+    let Some(env) = env().await else { return };
+    let a = &env.admin;
+    let (ns, other, class) = ("e2e-gwsel", "e2e-gwsel-routes", "e2e-gwsel");
+    let label = "e2e.wsgate.dev/routes";
+    let chat = backend("gw-sel", "198.18.0.62").await;
+    namespace(a, ns).await;
+    namespace(a, other).await;
+    service(a, other, "chat").await;
+    endpoints(a, other, "chat", &[&chat.ip]).await;
+    let port = free_port();
+    let gc: wsgate::gwapi::GatewayClass = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": class},
+        "spec": {"controllerName": "wsgate.dev/gateway-controller"},
+    }));
+    create_or_replace(&Api::all(a.clone()), &gc).await;
+    let gw: wsgate::gwapi::Gateway = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "sel", "namespace": ns},
+        "spec": {"gatewayClassName": class, "listeners": [
+            {"name": "web", "protocol": "HTTP", "port": port, "allowedRoutes": {"namespaces": {
+                "from": "Selector", "selector": {"matchLabels": {label: "yes"}}}}},
+        ]},
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), ns), &gw).await;
+    let route: wsgate::gwapi::HTTPRoute = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "chat", "namespace": other},
+        "spec": {
+            "parentRefs": [{"name": "sel", "namespace": ns}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/chat"}}],
+                       "backendRefs": [{"name": "chat", "port": 80}]}],
+        },
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), other), &route).await;
+    let _w = Wsgate::start(
+        &env,
+        "gwsel-1",
+        class,
+        &[
+            "--gateway-class",
+            class,
+            "--watch-namespace",
+            ns,
+            "--watch-namespace",
+            other,
+        ],
+    )
+    .await;
+    let url = &format!("ws://127.0.0.1:{port}/chat");
+    let accepted = |want: &'static str| async move {
+        let st = gwapi_status(a, Some(other), "httproutes", "HTTPRoute", "chat").await;
+        let p = st["parents"]
+            .as_array()?
+            .iter()
+            .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")?
+            .clone();
+        (condition(&p, "Accepted")?["reason"] == want).then_some(p)
+    };
+
+    let p = eventually(
+        "HTTPRoute NotAllowedByListeners (namespace not labelled)",
+        Duration::from_secs(15),
+        || accepted("NotAllowedByListeners"),
+    )
+    .await;
+    assert_eq!(condition(&p, "Accepted").unwrap()["status"], "False", "{p}");
+    assert_eq!(connect(url, &[]).await.err(), Some(404));
+
+    let namespaces = Api::<Namespace>::all(a.clone());
+    let set = |v: Value| {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .patch(
+                    other,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {label: v}}})),
+                )
+                .await
+                .expect("label the namespace");
+        }
+    };
+    set(json!("yes")).await;
+    eventually(
+        "HTTPRoute Accepted after the label",
+        Duration::from_secs(15),
+        || accepted("Accepted"),
+    )
+    .await;
+    eventually(
+        "Gateway listener: 1 attached route",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(a, Some(ns), "gateways", "Gateway", "sel").await;
+            (st["listeners"][0]["attachedRoutes"] == 1).then_some(())
+        },
+    )
+    .await;
+    let (mut ws, name) = eventually(
+        "a session through the admitted route",
+        Duration::from_secs(10),
+        || async move { who(url, &[]).await.ok() },
+    )
+    .await;
+    assert_eq!(name, chat.name);
+
+    // The label goes: new sessions are refused, the open one is not cut.
+    set(Value::Null).await;
+    eventually(
+        "HTTPRoute NotAllowedByListeners again",
+        Duration::from_secs(15),
+        || accepted("NotAllowedByListeners"),
+    )
+    .await;
+    eventually(
+        "new sessions refused",
+        Duration::from_secs(10),
+        || async move { (connect(url, &[]).await.err() == Some(404)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        ask(&mut ws, "still open").await.as_deref(),
+        Some("still open")
+    );
+}

@@ -10,7 +10,7 @@ use crate::source::Snapshot;
 use crate::translate::{Diagnostic, ObjectRef, Severity};
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -114,6 +114,16 @@ impl Trim for ConfigMap {
             data.retain(|k, _| k == "ca.crt");
         }
         self.binary_data = None;
+    }
+}
+
+/// A Namespace keeps its name and labels (what `allowedRoutes.namespaces.selector` reads).
+impl Trim for Namespace {
+    fn trim(&mut self) {
+        trim_meta(self);
+        self.metadata.annotations = None;
+        self.spec = None;
+        self.status = None;
     }
 }
 
@@ -229,6 +239,7 @@ pub struct Stores {
     ws_policies: Vec<Store<WebSocketPolicy>>,
     tls_policies: Vec<Store<gwapi::BackendTLSPolicy>>,
     config_maps: Vec<Store<ConfigMap>>,
+    namespaces: Vec<Store<Namespace>>,
 }
 
 /// Readers of every reflector plus the "something changed" signal they share.
@@ -388,6 +399,15 @@ impl Cluster {
                 "GatewayClasses".to_string(),
             );
             cluster.stores.gw_classes.push(s);
+            // Cluster-wide even with --watch-namespace: a listener's namespace selector may
+            // admit routes of any namespace wsgate watches, and only labels are kept.
+            let s = cluster.reflect(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+                Writer::default(),
+                "Namespaces (labels for allowedRoutes selectors)".to_string(),
+            );
+            cluster.stores.namespaces.push(s);
         }
         let s = cluster.reflect(
             Api::<IngressClass>::all(client.clone()),
@@ -549,6 +569,7 @@ impl Stores {
                     backend_tls_policies: collect(&self.tls_policies),
                     config_maps: collect(&self.config_maps),
                     websocket_policies: collect(&self.ws_policies),
+                    namespaces: collect(&self.namespaces),
                 },
             },
             unparsed_gateways,

@@ -171,6 +171,7 @@ pub fn parse_into(file: &str, text: &str, out: &mut Loaded) {
             ("discovery.k8s.io/v1", "EndpointSlice") => decode(value, &mut snap.endpoint_slices),
             ("v1", "Secret") => decode(value, &mut snap.secrets),
             ("v1", "ConfigMap") => decode(value, &mut snap.gateway_api.config_maps),
+            ("v1", "Namespace") => decode(value, &mut snap.gateway_api.namespaces),
             ("wsgate.dev/v1alpha1", "Gateway") => decode(value, &mut snap.gateways),
             ("wsgate.dev/v1alpha1", "WebSocketPolicy") => {
                 decode(value, &mut snap.gateway_api.websocket_policies)

@@ -46,4 +46,7 @@ pub struct GatewayApi {
     pub config_maps: Vec<k8s_openapi::api::core::v1::ConfigMap>,
     /// `wsgate.dev/v1alpha1` `WebSocketPolicy`.
     pub websocket_policies: Vec<crate::crd::WebSocketPolicy>,
+    /// `v1` Namespaces (only their labels are read): listeners with
+    /// `allowedRoutes.namespaces.from: Selector` match routes' namespaces by them.
+    pub namespaces: Vec<k8s_openapi::api::core::v1::Namespace>,
 }

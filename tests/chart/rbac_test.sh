@@ -212,6 +212,7 @@ expected_cluster = {
     ("gateway.networking.k8s.io", "referencegrants"): read,
     ("gateway.networking.k8s.io", "backendtlspolicies"): read,
     ("", "configmaps"): read,
+    ("", "namespaces"): read,
     ("gateway.networking.k8s.io", "backendtlspolicies/status"): {"patch"},
     ("gateway.networking.k8s.io", "gatewayclasses/status"): {"patch"},
     ("gateway.networking.k8s.io", "gateways/status"): {"patch"},

@@ -38,6 +38,38 @@ pub(crate) fn intersect(listener: &HostMatch, route: &[HostMatch]) -> Vec<HostMa
     out
 }
 
+/// Whether every host `inner` matches is matched by `outer` too.
+fn covers(outer: &HostMatch, inner: &HostMatch) -> bool {
+    match (outer, inner) {
+        (HostMatch::Any, _) => true,
+        (_, HostMatch::Any) => false,
+        (o, HostMatch::Exact(h)) => o.matches(h),
+        (HostMatch::Exact(_), _) => false,
+        (HostMatch::Suffix(o), HostMatch::Suffix(i) | HostMatch::Wildcard(i)) => {
+            i.ends_with(o.as_str())
+        }
+        (HostMatch::Wildcard(o), HostMatch::Wildcard(i)) => o == i,
+        (HostMatch::Wildcard(_), HostMatch::Suffix(_)) => false,
+    }
+}
+
+/// Listener isolation (GEP-1713): drops from `hosts` (a route's hosts on a listener whose
+/// hostname is `own`) each host that one of the Gateway's other listeners on the same port,
+/// with a narrower hostname than `own`, covers whole: requests for it belong to that listener.
+/// A host only partly covered stays; the table's most-specific-host-first lookup sends the
+/// narrower part to the narrower listener's routes.
+pub(crate) fn isolate<'a>(
+    own: &HostMatch,
+    others: impl Iterator<Item = &'a HostMatch>,
+    hosts: Vec<HostMatch>,
+) -> Vec<HostMatch> {
+    let narrower: Vec<&HostMatch> = others.filter(|o| *o != own && covers(own, o)).collect();
+    hosts
+        .into_iter()
+        .filter(|h| !narrower.iter().any(|o| covers(o, h)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +107,55 @@ mod tests {
         assert_eq!(
             intersect(&h("*.example.com"), &[h("a.b.example.com")]),
             vec![h("a.b.example.com")]
+        );
+    }
+
+    #[test]
+    fn isolation_leaves_each_host_to_the_narrowest_listener() {
+        // The conformance suite's GatewayHTTPListenerIsolation listeners.
+        let listeners = [
+            h(""),
+            h("*.example.com"),
+            h("*.foo.example.com"),
+            h("abc.foo.example.com"),
+        ];
+        let route = [
+            h("bar.com"),
+            h("*.example.com"),
+            h("*.foo.example.com"),
+            h("abc.foo.example.com"),
+        ];
+        let on = |i: usize, route: &[HostMatch]| {
+            let others = listeners
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, l)| l);
+            isolate(&listeners[i], others, intersect(&listeners[i], route))
+        };
+        assert_eq!(on(0, &route), vec![h("bar.com")]);
+        assert_eq!(on(1, &route), vec![h("*.example.com")]);
+        assert_eq!(on(2, &route), vec![h("*.foo.example.com")]);
+        assert_eq!(on(3, &route), vec![h("abc.foo.example.com")]);
+        // Without route hostnames each listener keeps its own hostname.
+        assert_eq!(on(0, &[]), vec![HostMatch::Any]);
+        assert_eq!(on(1, &[]), vec![h("*.example.com")]);
+        // A host a narrower listener covers only in part stays.
+        let two = [h(""), h("a.example.com")];
+        let kept = isolate(
+            &two[0],
+            std::iter::once(&two[1]),
+            vec![h("*.example.com"), h("a.example.com")],
+        );
+        assert_eq!(kept, vec![h("*.example.com")]);
+        // The same hostname on another listener (a conflict, reported elsewhere) isolates nothing.
+        assert_eq!(
+            isolate(
+                &h("x.test"),
+                std::iter::once(&h("x.test")),
+                vec![h("x.test")]
+            ),
+            vec![h("x.test")]
         );
     }
 }

@@ -1,6 +1,7 @@
 //! A Gateway API Gateway's listeners: declared on the table's ports, with their certificates,
 //! conflicts and per-listener conditions.
 
+use super::namespaces::NamespaceSelector;
 use super::refs::{Grants, Reference};
 use super::{GatewayReport, ListenerReport};
 use crate::gwapi::{self, Gateway};
@@ -17,8 +18,8 @@ pub(crate) enum FromNamespaces {
     Same,
     /// Any.
     All,
-    /// A label selector: not supported (no Namespace objects are read); accepts none.
-    Selector,
+    /// Those whose labels match a selector.
+    Selector(NamespaceSelector),
 }
 
 /// One listener as routes see it.
@@ -246,22 +247,29 @@ fn listener(
             Some(_) => {}
         }
     }
-    let from = match l
+    let namespaces = l
         .allowed_routes
         .as_ref()
-        .and_then(|a| a.namespaces.as_ref())
-        .and_then(|n| n.from.as_deref())
-    {
+        .and_then(|a| a.namespaces.as_ref());
+    let from = match namespaces.and_then(|n| n.from.as_deref()) {
         None | Some("Same") => FromNamespaces::Same,
         Some("All") => FromNamespaces::All,
-        Some("Selector") => {
-            diags.warn(
-                obj,
-                format!("{field}.allowedRoutes.namespaces.from"),
-                "Selector is not supported (wsgate reads no Namespace objects); no route attaches through it",
-            );
-            FromNamespaces::Selector
-        }
+        Some("Selector") => match namespaces.and_then(|n| n.selector.as_ref()) {
+            None => {
+                problems.push((
+                    "Invalid",
+                    "allowedRoutes.namespaces.selector is required when from is Selector".into(),
+                ));
+                FromNamespaces::Same
+            }
+            Some(s) => match NamespaceSelector::parse(s) {
+                Ok(s) => FromNamespaces::Selector(s),
+                Err(e) => {
+                    problems.push(("Invalid", format!("allowedRoutes.namespaces.selector.{e}")));
+                    FromNamespaces::Same
+                }
+            },
+        },
         Some(other) => {
             problems.push((
                 "Invalid",

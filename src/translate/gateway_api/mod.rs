@@ -12,6 +12,7 @@ mod backend_tls;
 mod hostnames;
 mod listeners;
 mod matches;
+mod namespaces;
 mod policy;
 mod refs;
 mod routes;
@@ -201,8 +202,15 @@ pub(crate) fn translate_all(
     let policies = policy::Policies::new(&api.websocket_policies, diags).with_backend_tls(
         backend_tls::BackendTls::new(&api.backend_tls_policies, &api.config_maps, diags),
     );
+    let namespaces = namespaces::NamespaceLabels::new(&api.namespaces);
+    let lookups = routes::Lookups {
+        index,
+        grants: &grants,
+        policies: &policies,
+        namespaces: &namespaces,
+    };
     for route in &api.http_routes {
-        let r = routes::attach(route, &mut declared, index, &grants, &policies, b, diags);
+        let r = routes::attach(route, &mut declared, &lookups, b, diags);
         if !r.parents.is_empty() {
             report.routes.push(r);
         }

@@ -1,9 +1,10 @@
 //! HTTPRoute -> routes on the listeners its `parentRefs` select, with matches, weighted backends,
 //! filters, timeouts and session policies; plus its `parents[]` status.
 
-use super::hostnames::intersect;
+use super::hostnames::{intersect, isolate};
 use super::listeners::{Declared, FromNamespaces};
 use super::matches;
+use super::namespaces::NamespaceLabels;
 use super::policy::Policies;
 use super::refs::{Grants, Reference};
 use super::{ParentReport, RouteReport};
@@ -49,16 +50,32 @@ fn parent_label(p: &ParentReference, route_ns: &str) -> String {
     s
 }
 
+/// What attaching a route reads besides the route and the Gateways: the same for every route.
+pub(crate) struct Lookups<'a> {
+    /// Services and their ports.
+    pub(crate) index: &'a Index<'a>,
+    /// ReferenceGrants.
+    pub(crate) grants: &'a Grants<'a>,
+    /// WebSocketPolicies and BackendTLSPolicies.
+    pub(crate) policies: &'a Policies,
+    /// Namespace labels, for listeners' namespace selectors.
+    pub(crate) namespaces: &'a NamespaceLabels<'a>,
+}
+
 /// Attaches one HTTPRoute; returns its wanted status.
 pub(crate) fn attach(
     route: &HTTPRoute,
     gateways: &mut [Declared],
-    index: &Index<'_>,
-    grants: &Grants<'_>,
-    policies: &Policies,
+    lookups: &Lookups<'_>,
     b: &mut TableBuilder,
     diags: &mut Diagnostics,
 ) -> RouteReport {
+    let Lookups {
+        index,
+        grants,
+        policies,
+        namespaces,
+    } = *lookups;
     let obj = ObjectRef::new(
         "HTTPRoute",
         route.metadata.namespace.as_deref(),
@@ -89,7 +106,8 @@ pub(crate) fn attach(
             continue; // Not a Gateway of ours: its controller reports.
         };
         let field = format!("spec.parentRefs[{pi}]");
-        let (attached, refusal) = select_listeners(&gateways[gi], gi, parent, &ns, &hostnames);
+        let (attached, refusal) =
+            select_listeners(&gateways[gi], gi, parent, &ns, namespaces, &hostnames);
         let accepted = if attached.is_empty() {
             let (reason, msg) =
                 refusal.unwrap_or(("NoMatchingParent", "no listener matches".into()));
@@ -128,6 +146,7 @@ fn select_listeners(
     gi: usize,
     parent: &ParentReference,
     route_ns: &str,
+    namespaces: &NamespaceLabels<'_>,
     hostnames: &[HostMatch],
 ) -> (Vec<Attachment>, Option<(&'static str, String)>) {
     let mut out = Vec::new();
@@ -147,10 +166,10 @@ fn select_listeners(
             ));
             continue;
         }
-        let allowed = match l.from {
+        let allowed = match &l.from {
             FromNamespaces::Same => route_ns == gw.object.namespace,
             FromNamespaces::All => true,
-            FromNamespaces::Selector => false,
+            FromNamespaces::Selector(s) => s.matches(&namespaces.of(route_ns)),
         };
         if !allowed {
             refusal = Some((
@@ -170,10 +189,19 @@ fn select_listeners(
             ));
             continue;
         }
+        // Listener isolation: a request goes to the most specific listener of the Gateway
+        // that matches its host, so this listener serves none of the hosts a more specific one
+        // on the same port covers.
+        let narrower = gw
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| *i != li && o.usable && o.port == l.port)
+            .map(|(_, o)| &o.host);
         out.push(Attachment {
             gateway: gi,
             listener: li,
-            hosts,
+            hosts: isolate(&l.host, narrower, hosts),
         });
     }
     if !any_selected {
