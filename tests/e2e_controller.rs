@@ -1137,12 +1137,21 @@ async fn e2e_4_leader_election_and_publish_service() {
         },
     )
     .await;
-    assert!(
-        follower
-            .log_lines("status written")
-            .iter()
-            .any(|l| l["object"] == format!("Ingress {ns}/echo2"))
-    );
+    // The log line follows the PATCH that the check above saw; on a loaded machine the test
+    // can read the log in between, so wait for it too.
+    let follower_ref = &*follower;
+    eventually(
+        "the new leader logs the status it wrote",
+        Duration::from_secs(10),
+        || async move {
+            follower_ref
+                .log_lines("status written")
+                .iter()
+                .any(|l| l["object"] == format!("Ingress {ns}/echo2"))
+                .then_some(())
+        },
+    )
+    .await;
 
     // A third replica; the current leader stops (SIGTERM) and releases: the takeover is quick.
     let third = Wsgate::start(&env, "leader-c", class, &args).await;
