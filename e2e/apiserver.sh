@@ -8,7 +8,8 @@
 #
 # ARGS go to the binary, e.g. --token user=wsgate-controller,token=XYZ (see e2e/README.md).
 # Environment:
-#   E2E_BUILD_JOBS          parallel Go package builds (default 1: this is a 2-core machine)
+#   E2E_BUILD_JOBS          parallel Go package builds (default: the number of CPUs; the test
+#                           command runs its steps one at a time, so they are free)
 #   E2E_APISERVER_TIMEOUT   seconds start waits for READY (default 180)
 set -euo pipefail
 
@@ -65,7 +66,7 @@ cmd_build() {
   # first build is slow. nice + -p keep the build from starving other work.
   if ! (
     cd "$SRC"
-    CGO_ENABLED=0 GOFLAGS="-p=${E2E_BUILD_JOBS:-1} -buildvcs=false -mod=readonly" \
+    CGO_ENABLED=0 GOFLAGS="-p=${E2E_BUILD_JOBS:-$(nproc)} -buildvcs=false -mod=readonly" \
       nice -n 19 go build -trimpath -ldflags="$(ldflags)" -o "$BIN.tmp" .
   ); then
     rm -f "$BIN.tmp"

@@ -28,7 +28,7 @@ if [[ ! -x $PROM_BIN ]]; then
   printf '// Only the discovery plugin the e2e suite uses.\npackage plugins\n\nimport _ "github.com/prometheus/prometheus/discovery/kubernetes"\n' \
     >"$work/plugins/plugins.go"
   mkdir -p "$(dirname "$PROM_BIN")"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS="-mod=mod -p=${E2E_BUILD_JOBS:-1}" nice -n 19 \
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS="-mod=mod -p=${E2E_BUILD_JOBS:-$(nproc)}" nice -n 19 \
     go build -trimpath -ldflags='-s -w' -o "$PROM_BIN.tmp" ./cmd/prometheus) ||
     { rm -rf "$work"; die "building prometheus failed"; }
   mv -f "$PROM_BIN.tmp" "$PROM_BIN"
