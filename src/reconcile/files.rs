@@ -3,11 +3,12 @@
 
 use super::debounce::debounce;
 use super::{ReadProblem, Source, View};
+use crate::source::file_cache::FileCache;
 use crate::source::files::{self, LoadError, Loaded};
 use crate::source::{Snapshot, watch};
 use crate::translate::Severity;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// What one read of the files produced.
@@ -48,6 +49,8 @@ pub fn read(path: &Path) -> FileView {
 pub struct FileSource {
     path: PathBuf,
     changed: Arc<Notify>,
+    /// Each file's parse from the previous pass: a change re-parses only the files it touched.
+    cache: Arc<Mutex<FileCache>>,
     _watcher: watch::FileWatcher,
 }
 
@@ -59,6 +62,7 @@ impl FileSource {
         Ok(Self {
             path: path.to_path_buf(),
             changed,
+            cache: Arc::default(),
             _watcher: watcher,
         })
     }
@@ -74,6 +78,16 @@ impl Source for FileSource {
 
     fn reader(&self) -> Box<dyn FnOnce() -> FileView + Send> {
         let path = self.path.clone();
-        Box::new(move || read(&path))
+        let cache = self.cache.clone();
+        Box::new(move || {
+            // A panic in an earlier pass cannot leave a wrong parse behind (entries are replaced
+            // whole), but start from scratch anyway rather than trust it.
+            let mut cache = cache.lock().unwrap_or_else(|poisoned| {
+                let mut c = poisoned.into_inner();
+                *c = FileCache::new();
+                c
+            });
+            FileView(cache.load(&path))
+        })
     }
 }

@@ -67,7 +67,7 @@ pub fn load(path: &Path) -> Loaded {
 
 /// Reads a file of at most [`limits::MAX_FILE_BYTES`] (checked on the size and on what was read,
 /// so a file growing meanwhile is still bounded).
-fn read_bounded(file: &Path) -> Result<String, String> {
+pub(crate) fn read_bounded(file: &Path) -> Result<String, String> {
     use std::io::Read as _;
     let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
