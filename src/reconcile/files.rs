@@ -7,8 +7,9 @@ use crate::source::file_cache::FileCache;
 use crate::source::files::{self, LoadError, Loaded};
 use crate::source::{Snapshot, watch};
 use crate::translate::Severity;
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// What one read of the files produced.
@@ -80,13 +81,7 @@ impl Source for FileSource {
         let path = self.path.clone();
         let cache = self.cache.clone();
         Box::new(move || {
-            // A panic in an earlier pass cannot leave a wrong parse behind (entries are replaced
-            // whole), but start from scratch anyway rather than trust it.
-            let mut cache = cache.lock().unwrap_or_else(|poisoned| {
-                let mut c = poisoned.into_inner();
-                *c = FileCache::new();
-                c
-            });
+            let mut cache = cache.lock();
             FileView(cache.load(&path))
         })
     }

@@ -125,7 +125,7 @@ async fn read_and_translate<V: View>(
     options: Options,
 ) -> Result<(V, Translated, Phases), String> {
     tokio::task::spawn_blocking(move || {
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         let view = reader();
         let read = t.elapsed();
         let (view, translated) = evaluate(view, &options);

@@ -72,7 +72,8 @@ pub(crate) fn read_bounded(file: &Path) -> Result<String, String> {
     let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     limits::check_size(len).map_err(|e| e.to_string())?;
-    let mut text = String::new();
+    // Sized from the metadata (bounded above), so a large file is not copied while it grows.
+    let mut text = String::with_capacity(len as usize + 1);
     f.take(limits::MAX_FILE_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read: {e}"))?;

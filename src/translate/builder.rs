@@ -309,8 +309,10 @@ fn canonical<T: std::fmt::Debug>(items: Vec<T>, id: impl Fn(&T) -> &str) -> (Vec
             .count();
         if same > 1 {
             let run = &mut order[i..i + same];
-            let text: HashMap<usize, String> =
-                run.iter().map(|&k| (k, format!("{:?}", items[k]))).collect();
+            let text: HashMap<usize, String> = run
+                .iter()
+                .map(|&k| (k, format!("{:?}", items[k])))
+                .collect();
             run.sort_by(|a, b| text[a].cmp(&text[b]));
         }
         i += same;
