@@ -3,9 +3,11 @@
 
 use super::debounce::debounce;
 use super::{ReadProblem, Source, View};
+use crate::source::file_cache::FileCache;
 use crate::source::files::{self, LoadError, Loaded};
 use crate::source::{Snapshot, watch};
 use crate::translate::Severity;
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -48,6 +50,8 @@ pub fn read(path: &Path) -> FileView {
 pub struct FileSource {
     path: PathBuf,
     changed: Arc<Notify>,
+    /// Each file's parse from the previous pass: a change re-parses only the files it touched.
+    cache: Arc<Mutex<FileCache>>,
     _watcher: watch::FileWatcher,
 }
 
@@ -59,6 +63,7 @@ impl FileSource {
         Ok(Self {
             path: path.to_path_buf(),
             changed,
+            cache: Arc::default(),
             _watcher: watcher,
         })
     }
@@ -74,6 +79,10 @@ impl Source for FileSource {
 
     fn reader(&self) -> Box<dyn FnOnce() -> FileView + Send> {
         let path = self.path.clone();
-        Box::new(move || read(&path))
+        let cache = self.cache.clone();
+        Box::new(move || {
+            let mut cache = cache.lock();
+            FileView(cache.load(&path))
+        })
     }
 }

@@ -111,14 +111,29 @@ pub fn error_lines(problems: &[ReadProblem], translated: &Translated) -> Vec<Str
         .collect()
 }
 
+/// How long the phases of one pass took (logged with each applied table, to see where a slow
+/// reload goes).
+#[derive(Clone, Copy, Debug, Default)]
+struct Phases {
+    read: std::time::Duration,
+    translate: std::time::Duration,
+}
+
 /// Reads and translates a source's input on a blocking thread.
 async fn read_and_translate<V: View>(
     reader: Box<dyn FnOnce() -> V + Send>,
     options: Options,
-) -> Result<(V, Translated), String> {
-    tokio::task::spawn_blocking(move || evaluate(reader(), &options))
-        .await
-        .map_err(|e| format!("reading the configuration failed: {e}"))
+) -> Result<(V, Translated, Phases), String> {
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let view = reader();
+        let read = t.elapsed();
+        let (view, translated) = evaluate(view, &options);
+        let translate = t.elapsed() - read;
+        (view, translated, Phases { read, translate })
+    })
+    .await
+    .map_err(|e| format!("reading the configuration failed: {e}"))
 }
 
 /// The loop's state: the proxy it feeds and what it logged last.
@@ -152,7 +167,7 @@ impl<S: Source> Reconciler<S> {
     /// when the policy allows and it differs from the serving one, count the reload.
     pub async fn pass(&mut self) -> Option<Build<S::View>> {
         let started = Instant::now();
-        let (view, translated) =
+        let (view, translated, phases) =
             match read_and_translate(self.source.reader(), self.options.clone()).await {
                 Ok(done) => done,
                 Err(e) => {
@@ -183,7 +198,9 @@ impl<S: Source> Reconciler<S> {
             });
         }
         if !self.applied || *self.proxy.table() != translated.table {
+            let applying = Instant::now();
             self.bind_errors = self.proxy.apply(translated.table.clone()).await;
+            let apply = applying.elapsed();
             for e in &self.bind_errors {
                 tracing::error!("{e}");
             }
@@ -191,6 +208,9 @@ impl<S: Source> Reconciler<S> {
                 result = if self.bind_errors.is_empty() { "ok" } else { "error" },
                 first = !self.applied,
                 took = ?started.elapsed(),
+                read = ?phases.read,
+                translate = ?phases.translate,
+                apply = ?apply,
                 problems = problems.len() + translated.diagnostics.len(),
                 "routing table applied"
             );

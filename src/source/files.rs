@@ -67,12 +67,13 @@ pub fn load(path: &Path) -> Loaded {
 
 /// Reads a file of at most [`limits::MAX_FILE_BYTES`] (checked on the size and on what was read,
 /// so a file growing meanwhile is still bounded).
-fn read_bounded(file: &Path) -> Result<String, String> {
+pub(crate) fn read_bounded(file: &Path) -> Result<String, String> {
     use std::io::Read as _;
     let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     limits::check_size(len).map_err(|e| e.to_string())?;
-    let mut text = String::new();
+    // Sized from the metadata (bounded above), so a large file is not copied while it grows.
+    let mut text = String::with_capacity(len as usize + 1);
     f.take(limits::MAX_FILE_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read: {e}"))?;

@@ -1,5 +1,6 @@
 //! Inputs: the objects translation works on, from YAML files or (later) a cluster.
 
+pub mod file_cache;
 pub mod files;
 pub mod limits;
 pub mod watch;

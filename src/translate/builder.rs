@@ -294,14 +294,29 @@ impl TableBuilder {
     }
 }
 
-/// Sorts items by a key and returns them with the map from old to new index.
+/// Sorts items by a key and returns them with the map from old to new index. Items are ordered
+/// by identity, then by content (`Debug` text) among items of equal identity; the content text is
+/// made only for such ties (rare: the same backend id with different settings), not for all
+/// 10,000 backends of a large input.
 fn canonical<T: std::fmt::Debug>(items: Vec<T>, id: impl Fn(&T) -> &str) -> (Vec<T>, Vec<usize>) {
-    let keys: Vec<String> = items
-        .iter()
-        .map(|x| format!("{}\u{0}{:?}", id(x), x))
-        .collect();
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    order.sort_by(|&a, &b| id(&items[a]).cmp(id(&items[b])));
+    let mut i = 0;
+    while i < order.len() {
+        let same = order[i..]
+            .iter()
+            .take_while(|&&k| id(&items[k]) == id(&items[order[i]]))
+            .count();
+        if same > 1 {
+            let run = &mut order[i..i + same];
+            let text: HashMap<usize, String> = run
+                .iter()
+                .map(|&k| (k, format!("{:?}", items[k])))
+                .collect();
+            run.sort_by(|a, b| text[a].cmp(&text[b]));
+        }
+        i += same;
+    }
     let mut new_index = vec![0; items.len()];
     for (new, &old) in order.iter().enumerate() {
         new_index[old] = new;
