@@ -137,3 +137,42 @@ fn infrastructure_parameters_ref_is_rejected_with_invalid_parameters() {
         (true, "Accepted".into())
     );
 }
+
+/// GatewayWithAttachedRoutes ("AttachedRoutes set even when Gateway has unresolved refs"):
+/// attachment follows `parentRefs` and `allowedRoutes` alone, so a listener whose certificate
+/// Secret does not exist still counts its route and the route is Accepted; the listener says
+/// `ResolvedRefs: False` and serves nothing.
+#[test]
+fn a_listener_with_an_unresolved_certificate_still_counts_its_routes_but_serves_none() {
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: infra}\nspec:\n  parentRefs: [{name: unresolved, sectionName: tls}]\n  rules:\n  - backendRefs: [{name: does-not-exist, port: 8080}]\n---\n";
+    let mut loaded = files::Loaded::default();
+    let yaml = format!(
+        "{CLASS}{}{route}",
+        gw(
+            "unresolved",
+            "  - {name: tls, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: infra}}}}}\n"
+        )
+    );
+    files::parse_into("t.yaml", &yaml, &mut loaded);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let t = translate::translate(&loaded.snapshot, &Options::default());
+    let g = gateway(&t.gateway_api, "unresolved");
+    let l = listener(g, "tls");
+    assert_eq!(l.attached_routes, 1, "{l:?}");
+    assert_eq!(
+        cond(&l.conditions, "ResolvedRefs"),
+        (false, "InvalidCertificateRef".into())
+    );
+    assert!(!cond(&g.conditions, "Programmed").0, "{g:?}");
+    let r = t
+        .gateway_api
+        .routes
+        .iter()
+        .find(|r| r.object.name == "r")
+        .unwrap();
+    let p = &r.parents[0].conditions;
+    assert_eq!(cond(p, "Accepted"), (true, "Accepted".into()));
+    assert_eq!(cond(p, "ResolvedRefs"), (false, "BackendNotFound".into()));
+    // Nothing is served on the listener's port.
+    assert!(t.table.route(443, "any.host", "/").is_none());
+}

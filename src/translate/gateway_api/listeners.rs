@@ -30,8 +30,13 @@ pub(crate) struct DeclaredListener {
     pub(crate) protocol: ListenerProtocol,
     pub(crate) host: HostMatch,
     pub(crate) from: FromNamespaces,
-    /// Whether routes may attach (accepted, not conflicted, kinds fine).
+    /// Whether routes may attach (accepted, not conflicted, kinds fine). Attachment follows
+    /// `parentRefs` and `allowedRoutes` alone, so a listener whose references do not resolve
+    /// still counts its routes (`attachedRoutes`), as the spec asks.
     pub(crate) usable: bool,
+    /// Whether its routes are served: false while its certificate does not resolve (no
+    /// traffic is sent to a listener that cannot present its own certificate).
+    pub(crate) served: bool,
     /// Route kinds it accepts, for `status.listeners[].supportedKinds`: none for a protocol
     /// wsgate does not serve, else the valid entries of `allowedRoutes.kinds` (HTTPRoute when
     /// that is empty), as the spec requires.
@@ -182,7 +187,11 @@ pub(crate) fn declare(
                 format!("invalid listeners: {}", invalid.join(", ")),
             )
         });
-        conditions.push(Condition::ok("Programmed", "Programmed"));
+        conditions.push(if listeners.iter().any(|l| l.usable && l.served) {
+            Condition::ok("Programmed", "Programmed")
+        } else {
+            Condition::failed("Programmed", "Invalid", "no listener can be served")
+        });
     } else {
         conditions.push(Condition::failed(
             "Accepted",
@@ -321,6 +330,7 @@ fn listener(
         host,
         from,
         usable,
+        served: true,
         supported_kinds,
         attached: 0,
         conditions,
@@ -397,7 +407,7 @@ fn certificate(
         ),
         Err((reason, message)) => {
             diags.warn(obj, f, format!("{message}; the listener is not served"));
-            dl.usable = false;
+            dl.served = false;
             dl.conditions
                 .push(Condition::failed("ResolvedRefs", reason, message.clone()));
             dl.conditions

@@ -312,7 +312,10 @@ fn place_rules(
                         continue;
                     }
                 };
-                for h in &a.hosts {
+                // A listener that is not served (its certificate does not resolve) still has
+                // the route attached and its references checked, but gets no traffic.
+                let hosts: &[HostMatch] = if l.served { &a.hosts } else { &[] };
+                for h in hosts {
                     b.route_with(
                         l.port,
                         h.clone(),
