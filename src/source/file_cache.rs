@@ -52,12 +52,7 @@ impl FileCache {
             Ok(f) => f,
             Err(message) => {
                 self.entries.clear();
-                out.errors.push(LoadError {
-                    file: path.display().to_string(),
-                    document: 0,
-                    object: String::new(),
-                    message,
-                });
+                out.errors.push(LoadError::whole_file(path, message));
                 return out;
             }
         };
@@ -88,12 +83,7 @@ impl FileCache {
                     merge(&mut out, &entry.parsed);
                     kept.insert(file.clone(), entry);
                 }
-                Err(message) => out.errors.push(LoadError {
-                    file: file.display().to_string(),
-                    document: 0,
-                    object: String::new(),
-                    message,
-                }),
+                Err(message) => out.errors.push(LoadError::whole_file(&file, message)),
             }
             out.files.push(file);
         }

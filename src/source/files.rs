@@ -18,6 +18,19 @@ pub struct LoadError {
     pub message: String,
 }
 
+impl LoadError {
+    /// A problem with a whole file or directory (it could not be listed or read), not with one
+    /// of its documents.
+    pub(crate) fn whole_file(path: &Path, message: String) -> Self {
+        Self {
+            file: path.display().to_string(),
+            document: 0,
+            object: String::new(),
+            message,
+        }
+    }
+}
+
 /// A non-fatal note (unknown kinds are skipped).
 pub type LoadWarning = LoadError;
 
@@ -41,24 +54,14 @@ pub fn load(path: &Path) -> Loaded {
     let files = match list_files(path) {
         Ok(f) => f,
         Err(message) => {
-            out.errors.push(LoadError {
-                file: path.display().to_string(),
-                document: 0,
-                object: String::new(),
-                message,
-            });
+            out.errors.push(LoadError::whole_file(path, message));
             return out;
         }
     };
     for file in files {
         match read_bounded(&file) {
             Ok(text) => parse_into(&file.display().to_string(), &text, &mut out),
-            Err(message) => out.errors.push(LoadError {
-                file: file.display().to_string(),
-                document: 0,
-                object: String::new(),
-                message,
-            }),
+            Err(message) => out.errors.push(LoadError::whole_file(&file, message)),
         }
         out.files.push(file);
     }
