@@ -1356,6 +1356,24 @@ async fn gwapi_status(a: &Client, ns: Option<&str>, plural: &str, kind: &str, na
 /// Gateway API in controller mode: GatewayClass / Gateway / HTTPRoute status as the spec says, a
 /// cross-namespace backendRef refused (RefNotPermitted, 503) until a ReferenceGrant allows it,
 /// then a WebSocket session through it; the Gateway's listener counts the attached route.
+/// A GatewayClass for wsgate's Gateway API controller.
+async fn gateway_class(a: &Client, name: &str) {
+    let gc: wsgate::gwapi::GatewayClass = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": name},
+        "spec": {"controllerName": "wsgate.dev/gateway-controller"},
+    }));
+    create_or_replace(&Api::all(a.clone()), &gc).await;
+}
+
+/// wsgate's entry in a status list that several controllers share (`parents`, `ancestors`).
+fn wsgate_entry(list: &Value) -> Option<Value> {
+    list.as_array()?
+        .iter()
+        .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")
+        .cloned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_6_gateway_api_status_and_reference_grant() {
     let Some(env) = env().await else { return };
@@ -1367,12 +1385,7 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
     service(a, ns, "chat").await;
     endpoints(a, ns, "chat", &[&chat.ip]).await;
     let port = free_port();
-    let gc: wsgate::gwapi::GatewayClass = typed(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-        "metadata": {"name": class},
-        "spec": {"controllerName": "wsgate.dev/gateway-controller"},
-    }));
-    create_or_replace(&Api::all(a.clone()), &gc).await;
+    gateway_class(a, class).await;
     let gw: wsgate::gwapi::Gateway = typed(json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": "edge", "namespace": ns},
@@ -1433,11 +1446,7 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
         Duration::from_secs(15),
         || async move {
             let st = gwapi_status(a, Some(other), "httproutes", "HTTPRoute", "chat").await;
-            let p = st["parents"]
-                .as_array()?
-                .iter()
-                .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")?
-                .clone();
+            let p = wsgate_entry(&st["parents"])?;
             (condition(&p, "ResolvedRefs")?["reason"] == "RefNotPermitted").then_some(p)
         },
     )
@@ -1542,11 +1551,7 @@ async fn e2e_6_gateway_api_status_and_reference_grant() {
                 "chat-tls",
             )
             .await;
-            let anc = st["ancestors"]
-                .as_array()?
-                .iter()
-                .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")?
-                .clone();
+            let anc = wsgate_entry(&st["ancestors"])?;
             (condition(&anc, "Accepted")?["reason"] == "NoValidCACertificate").then_some(anc)
         },
     )
@@ -1584,12 +1589,7 @@ async fn e2e_7_gateway_api_namespace_selector() {
     service(a, other, "chat").await;
     endpoints(a, other, "chat", &[&chat.ip]).await;
     let port = free_port();
-    let gc: wsgate::gwapi::GatewayClass = typed(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-        "metadata": {"name": class},
-        "spec": {"controllerName": "wsgate.dev/gateway-controller"},
-    }));
-    create_or_replace(&Api::all(a.clone()), &gc).await;
+    gateway_class(a, class).await;
     let gw: wsgate::gwapi::Gateway = typed(json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": {"name": "sel", "namespace": ns},
@@ -1626,11 +1626,7 @@ async fn e2e_7_gateway_api_namespace_selector() {
     let url = &format!("ws://127.0.0.1:{port}/chat");
     let accepted = |want: &'static str| async move {
         let st = gwapi_status(a, Some(other), "httproutes", "HTTPRoute", "chat").await;
-        let p = st["parents"]
-            .as_array()?
-            .iter()
-            .find(|p| p["controllerName"] == "wsgate.dev/gateway-controller")?
-            .clone();
+        let p = wsgate_entry(&st["parents"])?;
         (condition(&p, "Accepted")?["reason"] == want).then_some(p)
     };
 
