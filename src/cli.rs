@@ -1,9 +1,11 @@
 //! Command-line interface (names from `shared/API.md`); every `run` flag is also `WSGATE_<FLAG>`.
 
 use crate::app::RunConfig;
+use crate::controller::gateway_services::{GatewayServices, ServiceType};
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::proxy::{Http2Settings, ProxySettings};
 use crate::translate::Options;
+use crate::translate::gateway_ports::{GatewayPorts, PortRange};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -79,6 +81,39 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("invalid CIDR {s:?}; expected e.g. 10.0.0.0/8"))
 }
 
+/// A `KEY=VALUE` Kubernetes label (key: optional DNS-subdomain prefix and `/`, then a name of
+/// at most 63 characters; value: at most 63 characters; both alphanumerics, `-`, `_`, `.`, and
+/// starting and ending alphanumeric).
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    fn part_ok(p: &str) -> bool {
+        p.len() <= 63
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && p.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+            && p.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+    }
+    let (key, value) = s
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) if is_dns_subdomain(prefix) => name,
+        Some(_) => {
+            return Err(format!(
+                "{key:?}: the prefix before '/' must be a DNS subdomain"
+            ));
+        }
+        None => key,
+    };
+    if name.is_empty() || !part_ok(name) {
+        return Err(format!("{key:?}: not a valid label key"));
+    }
+    if !part_ok(value) {
+        return Err(format!("{value:?}: not a valid label value"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
 /// `wsgate run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -111,6 +146,21 @@ pub struct RunArgs {
     /// Serve only this GatewayClass (of controller wsgate.dev/gateway-controller); all when absent.
     #[arg(long, env = "WSGATE_GATEWAY_CLASS")]
     pub gateway_class: Option<String>,
+    /// Controller mode: give every Gateway API Gateway its own Service (`NAME-wsgate` in the
+    /// Gateway's namespace) whose address goes into the Gateway's status, and serve its
+    /// listeners on per-Gateway ports of the pods (see --gateway-port-range).
+    #[arg(long, env = "WSGATE_GATEWAY_SERVICES", requires_all = ["kubernetes", "gateway_service_selector"])]
+    pub gateway_services: bool,
+    /// Pod ports Gateway listeners are mapped onto with --gateway-services (FIRST-LAST).
+    #[arg(long, env = "WSGATE_GATEWAY_PORT_RANGE", default_value_t = PortRange::DEFAULT)]
+    pub gateway_port_range: PortRange,
+    /// Labels of the wsgate pods (KEY=VALUE, comma-separated): the selector of the Gateways'
+    /// Services.
+    #[arg(long, env = "WSGATE_GATEWAY_SERVICE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
+    pub gateway_service_selector: Vec<(String, String)>,
+    /// `spec.type` of the Gateways' Services.
+    #[arg(long, env = "WSGATE_GATEWAY_SERVICE_TYPE", value_enum, default_value_t = ServiceType::ClusterIP)]
+    pub gateway_service_type: ServiceType,
     /// Namespaces to watch (repeatable); all when absent.
     #[arg(long, env = "WSGATE_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespace: Vec<String>,
@@ -261,6 +311,7 @@ impl RunArgs {
                 http_port: self.http_port,
                 https_port: self.https_port,
                 gateway_class: self.gateway_class.clone(),
+                gateway_ports: self.gateway_ports(),
             },
             proxy: ProxySettings {
                 bind: self.bind,
@@ -292,6 +343,23 @@ impl RunArgs {
         }
     }
 
+    /// The per-Gateway port settings of translation (`--gateway-services`); the admin port is
+    /// never handed out.
+    pub fn gateway_ports(&self) -> Option<GatewayPorts> {
+        (self.kubernetes && self.gateway_services).then(|| GatewayPorts {
+            range: self.gateway_port_range,
+            reserved: vec![self.admin_port],
+        })
+    }
+
+    /// `--gateway-services` and its Service settings, when on.
+    pub fn gateway_services(&self) -> Option<GatewayServices> {
+        self.gateway_ports().map(|_| GatewayServices {
+            selector: self.gateway_service_selector.iter().cloned().collect(),
+            service_type: self.gateway_service_type,
+        })
+    }
+
     /// `--publish-service` / `--publish-address`, checked.
     pub fn publish(&self) -> Result<Publish, PublishError> {
         Publish::from_flags(
@@ -309,6 +377,7 @@ impl CheckArgs {
             http_port: self.http_port,
             https_port: self.https_port,
             gateway_class: self.gateway_class.clone(),
+            gateway_ports: None,
         }
     }
 }
@@ -411,5 +480,49 @@ mod tests {
         );
         assert!(Publish::from_flags(None, Some("not an address")).is_err());
         assert!(Publish::from_flags(None, Some(" , ")).is_err());
+    }
+
+    #[test]
+    fn labels_of_the_service_selector() {
+        assert_eq!(
+            parse_label("app.kubernetes.io/name=wsgate"),
+            Ok(("app.kubernetes.io/name".into(), "wsgate".into()))
+        );
+        assert_eq!(parse_label("tier="), Ok(("tier".into(), String::new())));
+        for bad in [
+            "noequals", "=v", "a b=c", "-a=b", "a=-b", "Bad_/x=y", "a/=b",
+        ] {
+            assert!(parse_label(bad).is_err(), "{bad}");
+        }
+        assert!(parse_label(&format!("k={}", "v".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn gateway_services_need_controller_mode_and_a_selector() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["wsgate", "run"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert!(parse(&["--config", "x", "--gateway-services"]).is_err());
+        assert!(parse(&["--kubernetes", "--gateway-services"]).is_err());
+        let cli = parse(&[
+            "--kubernetes",
+            "--gateway-services",
+            "--gateway-service-selector=app=ws,tier=edge",
+            "--gateway-port-range=30000-30099",
+            "--admin-port=30050",
+        ])
+        .expect("valid flags");
+        let Command::Run(args) = cli.command else {
+            panic!("run");
+        };
+        let ports = args.gateway_ports().expect("on");
+        assert_eq!(ports.range.to_string(), "30000-30099");
+        assert_eq!(ports.reserved, vec![30050]);
+        let svc = args.gateway_services().expect("on");
+        assert_eq!(svc.selector.len(), 2);
+        assert_eq!(args.run_config().options.gateway_ports, Some(ports));
+        assert!(parse(&["--kubernetes", "--gateway-port-range=9-1"]).is_err());
     }
 }

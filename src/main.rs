@@ -61,6 +61,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             run,
             watch_namespaces: args.watch_namespace.clone(),
             publish: args.publish()?,
+            gateway_services: args.gateway_services(),
             identity: None,
             lease_namespace: None,
         };

@@ -1696,3 +1696,237 @@ async fn e2e_7_gateway_api_namespace_selector() {
         Some("still open")
     );
 }
+
+/// A Gateway API Gateway and its route to `svc` (port 80 listener, path `/`).
+async fn gateway_with_route(a: &Client, ns: &str, class: &str, name: &str, svc: &str) {
+    let gw: wsgate::gwapi::Gateway = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"gatewayClassName": class, "listeners": [
+            {"name": "web", "protocol": "HTTP", "port": 80},
+        ]},
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), ns), &gw).await;
+    let route: wsgate::gwapi::HTTPRoute = typed(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": name}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                       "backendRefs": [{"name": svc, "port": 80}]}],
+        },
+    }));
+    create_or_replace(&Api::namespaced(a.clone(), ns), &route).await;
+}
+
+/// `--gateway-services`: two Gateways on port 80 get a Service each (owned by the Gateway,
+/// port 80 -> a pod port of their own), their `status.addresses` name that Service's cluster IP,
+/// and each pod port reaches its own Gateway's route. A Service of the same name that wsgate
+/// does not manage is left alone and reported; deleting a Gateway deletes its Service (here
+/// by wsgate: this API server has no garbage collector) and moves no other Gateway's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_8_gateway_services() {
+    let Some(env) = env().await else { return };
+    let a = &env.admin;
+    let (ns, class) = ("e2e-gwsvc", "e2e-gwsvc");
+    let (b1, b2) = (
+        backend("svc-one", "198.18.0.81").await,
+        backend("svc-two", "198.18.0.82").await,
+    );
+    namespace(a, ns).await;
+    for (svc, b) in [("one", &b1), ("two", &b2)] {
+        service(a, ns, svc).await;
+        endpoints(a, ns, svc, &[&b.ip]).await;
+    }
+    gateway_class(a, class).await;
+    gateway_with_route(a, ns, class, "one", "one").await;
+    gateway_with_route(a, ns, class, "two", "two").await;
+    // Someone else's Service with the name Gateway "three" would get.
+    service(a, ns, "three-wsgate").await;
+    gateway_with_route(a, ns, class, "three", "one").await;
+    let services = Api::<Service>::namespaced(a.clone(), ns);
+    let foreign = services.get("three-wsgate").await.expect("foreign Service");
+
+    let _w = Wsgate::start(
+        &env,
+        "gwsvc-1",
+        class,
+        &[
+            "--gateway-class",
+            class,
+            "--watch-namespace",
+            ns,
+            "--gateway-services",
+            "--gateway-service-selector",
+            "app.kubernetes.io/name=wsgate-e2e",
+            "--gateway-port-range",
+            "24000-24099",
+        ],
+    )
+    .await;
+
+    let mut pod_ports = HashMap::new();
+    for name in ["one", "two"] {
+        let svc = eventually(
+            &format!("Service {name}-wsgate"),
+            Duration::from_secs(15),
+            || {
+                let services = services.clone();
+                async move {
+                    services
+                        .get_opt(&format!("{name}-wsgate"))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            },
+        )
+        .await;
+        let labels = svc.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("wsgate.dev/gateway").map(String::as_str),
+            Some(name)
+        );
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("wsgate")
+        );
+        let gw = Api::<wsgate::gwapi::Gateway>::namespaced(a.clone(), ns)
+            .get(name)
+            .await
+            .expect("Gateway");
+        let owner = &svc.metadata.owner_references.clone().unwrap_or_default()[0];
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                Some(owner.uid.clone())
+            ),
+            ("Gateway", name, gw.metadata.uid.clone())
+        );
+        let spec = svc.spec.clone().expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(
+            spec.selector,
+            Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "wsgate-e2e".to_string()
+            )]))
+        );
+        let ports = spec.ports.clone().unwrap_or_default();
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        assert_eq!(ports[0].port, 80);
+        let Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(target)) =
+            ports[0].target_port.clone()
+        else {
+            panic!("numeric targetPort: {ports:?}")
+        };
+        assert!((24000..=24099).contains(&target), "{target}");
+        let ip = spec.cluster_ip.clone().expect("cluster IP");
+        let ip = ip.as_str();
+        let st = eventually(
+            &format!("Gateway {name} Programmed with its Service's address"),
+            Duration::from_secs(15),
+            || async move {
+                let st = gwapi_status(a, Some(ns), "gateways", "Gateway", name).await;
+                (condition(&st, "Programmed")?["status"] == "True"
+                    && st["addresses"][0]["value"] == ip)
+                .then_some(st)
+            },
+        )
+        .await;
+        assert_eq!(st["addresses"].as_array().map(Vec::len), Some(1), "{st}");
+        pod_ports.insert(name, target as u16);
+    }
+    assert_ne!(pod_ports["one"], pod_ports["two"]);
+
+    // Each Gateway's pod port (where its Service forwards port 80) serves its own route.
+    for (name, b) in [("one", &b1), ("two", &b2)] {
+        let url = format!("ws://127.0.0.1:{}/", pod_ports[name]);
+        let (_ws, reached) = eventually(
+            &format!("a session through Gateway {name}"),
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move { who(&url, &[]).await.ok() }
+            },
+        )
+        .await;
+        assert_eq!(reached, b.name, "Gateway {name}");
+    }
+
+    // The foreign Service: untouched, and Gateway "three" says why it has no address.
+    let st = eventually(
+        "Gateway three: Programmed False, AddressNotAssigned",
+        Duration::from_secs(15),
+        || async move {
+            let st = gwapi_status(a, Some(ns), "gateways", "Gateway", "three").await;
+            (condition(&st, "Programmed")?["reason"] == "AddressNotAssigned").then_some(st)
+        },
+    )
+    .await;
+    let programmed = condition(&st, "Programmed").expect("Programmed");
+    assert_eq!(programmed["status"], "False", "{st}");
+    let message = programmed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Service e2e-gwsvc/three-wsgate")
+            && message.contains("not managed by wsgate"),
+        "{message}"
+    );
+    assert!(st["addresses"].as_array().is_none_or(Vec::is_empty), "{st}");
+    let after = services.get("three-wsgate").await.expect("foreign Service");
+    assert_eq!(
+        after.metadata.resource_version,
+        foreign.metadata.resource_version
+    );
+    assert_eq!(after.metadata.labels, foreign.metadata.labels);
+
+    // Gateway "two" goes: its Service goes; "one" keeps its Service and pod port.
+    Api::<wsgate::gwapi::Gateway>::namespaced(a.clone(), ns)
+        .delete("two", &Default::default())
+        .await
+        .expect("delete Gateway two");
+    eventually(
+        "Service two-wsgate deleted",
+        Duration::from_secs(15),
+        || {
+            let services = services.clone();
+            async move {
+                services
+                    .get_opt("two-wsgate")
+                    .await
+                    .ok()
+                    .and_then(|s| s.is_none().then_some(()))
+            }
+        },
+    )
+    .await;
+    let one = services
+        .get("one-wsgate")
+        .await
+        .expect("Service one-wsgate");
+    let target = one.spec.and_then(|s| s.ports).unwrap_or_default()[0]
+        .target_port
+        .clone();
+    assert_eq!(
+        target,
+        Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(
+                pod_ports["one"]
+            ))
+        )
+    );
+    assert!(
+        services
+            .get_opt("three-wsgate")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let (_ws, reached) = who(&format!("ws://127.0.0.1:{}/", pod_ports["one"]), &[])
+        .await
+        .expect("Gateway one still serves");
+    assert_eq!(reached, b1.name);
+}

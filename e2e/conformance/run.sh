@@ -85,7 +85,7 @@ done
 # The Gateway API CRDs (the chart's vendored copy), Established before wsgate starts.
 kc apply --server-side -f "$REPO/charts/wsgate/gateway-api-crds/" >/dev/null
 kc wait --for condition=Established --timeout=60s -f "$REPO/charts/wsgate/gateway-api-crds/" >/dev/null
-# wsgate, one replica serving on its pod IP.
+# wsgate, one replica; each Gateway gets its own ClusterIP Service (wsgate-values.yaml).
 helm_ install wsgate "$REPO/charts/wsgate" --namespace "$NS" --create-namespace \
   -f "$CONF_HERE/wsgate-values.yaml" --wait=false >/dev/null
 kc -n "$NS" rollout status deployment/wsgate --timeout=180s >/dev/null ||

@@ -11,6 +11,7 @@
 //! - When the API server goes away, the stores keep their contents, so the last table keeps
 //!   serving; the watchers retry with back-off and re-list when it returns.
 
+pub mod gateway_services;
 pub mod leader;
 pub mod reflect;
 pub mod status;
@@ -42,6 +43,8 @@ pub struct ControllerConfig {
     pub publish: Publish,
     /// Lease holder identity; `None` = `$POD_NAME`, else `HOSTNAME-PID`.
     pub identity: Option<String>,
+    /// `--gateway-services`: a Service per Gateway API Gateway, when on.
+    pub gateway_services: Option<gateway_services::GatewayServices>,
     /// Namespace of the leader-election Lease; `None` = `$POD_NAMESPACE`, else the in-cluster
     /// service-account namespace, else the kubeconfig's namespace.
     pub lease_namespace: Option<String>,
@@ -199,7 +202,8 @@ impl Controller {
             run.options.clone(),
             cfg.publish.clone(),
             identity.clone(),
-        );
+        )
+        .with_gateway_services(cfg.gateway_services.clone());
         tokio::spawn(feedback_loop(
             feedback,
             builds.clone(),

@@ -11,6 +11,7 @@ mod diagnostics;
 mod firewall;
 mod gateway;
 pub mod gateway_api;
+pub mod gateway_ports;
 mod ingress;
 mod settings;
 pub mod tls;
@@ -39,6 +40,10 @@ pub struct Options {
     /// `--gateway-class`: serve only this GatewayClass (of controller
     /// `wsgate.dev/gateway-controller`); `None` = every class of that controller.
     pub gateway_class: Option<String>,
+    /// `--gateway-services`: each Gateway API Gateway has its own Service, and its listener
+    /// ports are served on per-Gateway ports of the pods ([`gateway_ports`]); `None` = a
+    /// listener port is the port wsgate binds (file mode, and controller mode without it).
+    pub gateway_ports: Option<gateway_ports::GatewayPorts>,
 }
 
 impl Default for Options {
@@ -48,6 +53,7 @@ impl Default for Options {
             http_port: 8080,
             https_port: 8443,
             gateway_class: None,
+            gateway_ports: None,
         }
     }
 }

@@ -72,6 +72,9 @@ render_fails() { # expected message, helm set flags...
     fi
     grep -qF -- "$msg" "$WORK/rejected.err" || { cat "$WORK/rejected.err"; return 1; }
 }
+run_step "render: no per-Gateway Services" render nogwsvc --set gatewayAPI.gatewayServices.enabled=false
+run_step "render: per-Gateway Services of type ClusterIP, another port range" render gwsvc \
+    --set gatewayAPI.gatewayServices.type=ClusterIP --set gatewayAPI.gatewayServices.portRange=40000-40999
 run_step "render: close spread 10s" render spread10 --set controller.shutdownCloseSpreadSeconds=10
 run_step "render: Grafana dashboard ConfigMap" render dashboard --set grafanaDashboard.enabled=true \
     --set grafanaDashboard.namespace=monitoring
@@ -193,13 +196,19 @@ check("no '*' in any apiGroups/resources/verbs", not wild, wild)
 check("no nonResourceURLs", not any("nonResourceURLs" in r for r in all_rules))
 read = {"list", "watch"}
 cluster_grants = grants((cr or {}).get("rules", []))
+svc_rules = [r for r in (cr or {}).get("rules", []) if "services" in r.get("resources", [])
+             and set(r.get("verbs", [])) & {"create", "patch", "delete"}]
+check("Service writes are a rule of their own (services only, no read verbs mixed in)",
+      len(svc_rules) == 1 and svc_rules[0]["resources"] == ["services"]
+      and sorted(svc_rules[0]["verbs"]) == ["create", "delete", "patch"], svc_rules)
 check("Secrets verbs are exactly list/watch (read-only)", cluster_grants.get(("", "secrets")) == read,
       cluster_grants.get(("", "secrets")))
 expected_cluster = {
     ("networking.k8s.io", "ingresses"): read,
     ("networking.k8s.io", "ingressclasses"): read,
     ("networking.k8s.io", "ingresses/status"): {"patch"},
-    ("", "services"): read,
+    # gatewayAPI.gatewayServices (default on): a Service per Gateway, written and deleted.
+    ("", "services"): read | {"create", "patch", "delete"},
     ("discovery.k8s.io", "endpointslices"): read,
     ("", "secrets"): read,
     ("wsgate.dev", "gateways"): read,
@@ -252,6 +261,11 @@ if dep and c:
                        ("publish-service", f"{NS}/wsgate")]:
         check(f"--{name}={want}", flag(args, name) == [want], flag(args, name))
     check("no --watch-namespace by default (all namespaces)", flag(args, "watch-namespace") == [])
+    sel_flag = ",".join(f"{k}={v}" for k, v in sorted(dep["spec"]["selector"]["matchLabels"].items()))
+    check("--gateway-services on by default, selecting the pods, LoadBalancer, 20000-29999",
+          "--gateway-services" in args and flag(args, "gateway-service-selector") == [sel_flag]
+          and flag(args, "gateway-service-type") == ["LoadBalancer"]
+          and flag(args, "gateway-port-range") == ["20000-29999"], args)
     check("no --shutdown-close-spread by default (all sessions closed when the drain starts)",
           flag(args, "shutdown-close-spread") == [], flag(args, "shutdown-close-spread"))
     drain = flag(args, "shutdown-drain")
@@ -353,6 +367,17 @@ check("no affinity key by default (no Secret needed)",
       c is not None and all(e["name"] != "WSGATE_AFFINITY_KEY" for e in c.get("env", [])))
 ext_rules = [r for d in ext if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
 check("variants grant nothing more", grants(ext_rules) == grants(all_rules))
+
+nog = load(f"{WORK}/nogwsvc.yaml")
+_, nc = container(nog)
+check("gatewayServices.enabled=false: no --gateway-* flags",
+      nc is not None and not any(a.startswith("--gateway-") for a in nc["args"]), nc and nc["args"])
+check("gatewayServices.enabled=false: Services read-only again",
+      grants(one(nog, "ClusterRole")["rules"]).get(("", "services")) == read)
+_, gc = container(load(f"{WORK}/gwsvc.yaml"))
+check("gatewayServices type and portRange -> --gateway-service-type, --gateway-port-range",
+      gc is not None and flag(gc["args"], "gateway-service-type") == ["ClusterIP"]
+      and flag(gc["args"], "gateway-port-range") == ["40000-40999"], gc and gc["args"])
 
 _, sc = container(load(f"{WORK}/spread10.yaml"))
 check("shutdownCloseSpreadSeconds=10 -> --shutdown-close-spread=10s, drain unchanged",

@@ -50,6 +50,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The selector labels as KEY=VALUE,KEY=VALUE (--gateway-service-selector: what the Gateways'
+Services select).
+*/}}
+{{- define "wsgate.selectorFlag" -}}
+{{- $pairs := list }}
+{{- range $k, $v := include "wsgate.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/*
 Name of the ServiceAccount wsgate runs as.
 */}}
 {{- define "wsgate.serviceAccountName" -}}

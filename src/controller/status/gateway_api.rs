@@ -4,6 +4,7 @@
 //! object's, and written by a merge patch of the `status` subresource only when it differs.
 
 use super::wanted::meta_conditions;
+use crate::controller::gateway_services::Outcome;
 use crate::crd::{AncestorRef, PolicyAncestor, WebSocketPolicyStatus};
 use crate::gwapi::{
     self, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerStatus, RouteGroupKind,
@@ -20,6 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// The wanted GatewayClass status.
 pub fn class_status(
@@ -38,11 +40,41 @@ pub fn class_status(
     }
 }
 
-/// The wanted Gateway status; `Programmed` turns False when one of its ports could not be bound.
+/// Where the Gateways' `status.addresses` come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Addresses<'a> {
+    /// The same for every Gateway (`--publish-service` / `--publish-address`).
+    Shared(&'a [String]),
+    /// Each Gateway's own Service (`--gateway-services`), by the Gateway's reference.
+    PerGateway(&'a HashMap<ObjectRef, Outcome>),
+}
+
+impl Addresses<'_> {
+    /// The addresses of one Gateway, or why it has none.
+    fn of(&self, gateway: &ObjectRef) -> (Vec<String>, Option<String>) {
+        match self {
+            Addresses::Shared(list) => (list.to_vec(), None),
+            Addresses::PerGateway(map) => match map.get(gateway) {
+                Some(Outcome::Addresses(list)) => (list.clone(), None),
+                Some(Outcome::Problem(p)) => (Vec::new(), Some(p.clone())),
+                None => (
+                    Vec::new(),
+                    Some("its Service is not written yet".to_string()),
+                ),
+            },
+        }
+    }
+}
+
+/// The wanted Gateway status; `Programmed` turns False when one of its ports could not be bound
+/// or, with `--gateway-services`, while it has no address (`address_problem`, reason
+/// `AddressNotAssigned`).
+#[allow(clippy::too_many_arguments)]
 pub fn gateway_status(
     r: &GatewayReport,
     generation: Option<i64>,
     addresses: &[String],
+    address_problem: Option<&str>,
     bind_errors: &[BindError],
     current: Option<&GatewayStatus>,
     now: Timestamp,
@@ -56,6 +88,14 @@ pub fn gateway_status(
     if !failed.is_empty() {
         for c in conditions.iter_mut().filter(|c| c.type_ == "Programmed") {
             *c = Condition::failed("Programmed", "Invalid", failed.join("; "));
+        }
+    }
+    if let Some(problem) = address_problem {
+        for c in conditions
+            .iter_mut()
+            .filter(|c| c.type_ == "Programmed" && c.is_true())
+        {
+            *c = Condition::failed("Programmed", "AddressNotAssigned", problem);
         }
     }
     let existing = current.map(|c| &c.conditions[..]).unwrap_or(&[]);
@@ -273,7 +313,7 @@ pub async fn write_all(
     client: &Client,
     snapshot: &crate::source::Snapshot,
     report: &GatewayApiReport,
-    addresses: &[String],
+    addresses: Addresses<'_>,
     bind_errors: &[BindError],
 ) -> bool {
     let api = &snapshot.gateway_api;
@@ -299,11 +339,13 @@ pub async fn write_all(
         .await;
     }
     for r in &report.gateways {
+        let (list, problem) = addresses.of(&r.object);
         ok &= write_namespaced(client, &api.gateways, &r.object, |g| {
             let wanted = gateway_status(
                 r,
                 g.metadata.generation,
-                addresses,
+                &list,
+                problem.as_deref(),
                 bind_errors,
                 g.status.as_ref(),
                 now,

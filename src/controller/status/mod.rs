@@ -15,6 +15,7 @@ pub use wanted::{
 };
 
 use super::Build;
+use super::gateway_services::{self, GatewayServices};
 use super::reflect::UnparsedGateway;
 use crate::cli::Publish;
 use crate::crd::{Gateway, GatewayStatus};
@@ -48,6 +49,7 @@ pub struct Feedback {
     identity: String,
     gateway_resource: ApiResource,
     emitted: HashSet<EventKey>,
+    gateway_services: Option<GatewayServices>,
 }
 
 fn ingress_key(ing: &Ingress) -> (String, String) {
@@ -67,7 +69,15 @@ impl Feedback {
             identity,
             gateway_resource: ApiResource::erase::<Gateway>(&()),
             emitted: HashSet::new(),
+            gateway_services: None,
         }
+    }
+
+    /// With `--gateway-services`: every Gateway API Gateway gets its own Service, whose address
+    /// its status carries.
+    pub fn with_gateway_services(mut self, cfg: Option<GatewayServices>) -> Self {
+        self.gateway_services = cfg;
+        self
     }
 
     /// Forgets emitted Events (a new leadership term reports every current problem afresh).
@@ -93,15 +103,31 @@ impl Feedback {
             .into_iter()
             .filter_map(|a| a.ip.or(a.hostname))
             .collect();
+        let (outcomes, e) = match &self.gateway_services {
+            Some(cfg) => {
+                let (o, ok) = gateway_services::reconcile(
+                    &self.client,
+                    cfg,
+                    &build.view.snapshot,
+                    &build.translated.gateway_api.gateways,
+                )
+                .await;
+                (Some(o), ok)
+            }
+            None => (None, true),
+        };
         let d = gateway_api::write_all(
             &self.client,
             &build.view.snapshot,
             &build.translated.gateway_api,
-            &addresses,
+            match &outcomes {
+                Some(o) => gateway_api::Addresses::PerGateway(o),
+                None => gateway_api::Addresses::Shared(&addresses),
+            },
             &build.bind_errors,
         )
         .await;
-        a && b && c && d
+        a && b && c && d && e
     }
 
     fn published(&self, build: &Build) -> Option<Vec<IngressLoadBalancerIngress>> {

@@ -2,6 +2,7 @@
 //! conflicts and per-listener conditions.
 
 use super::namespaces::NamespaceSelector;
+use super::pod_ports::PodPorts;
 use super::refs::{Grants, Reference};
 use super::{GatewayReport, ListenerReport};
 use crate::gwapi::{self, Gateway};
@@ -26,7 +27,11 @@ pub(crate) enum FromNamespaces {
 #[derive(Debug)]
 pub(crate) struct DeclaredListener {
     pub(crate) name: String,
+    /// The listener port (what clients connect to; what `parentRefs[].port` names).
     pub(crate) port: u16,
+    /// The table port it is served on: `port`, or its Gateway's pod port for it with
+    /// `--gateway-services`.
+    pub(crate) bind: u16,
     pub(crate) protocol: ListenerProtocol,
     pub(crate) host: HostMatch,
     pub(crate) from: FromNamespaces,
@@ -51,15 +56,17 @@ pub(crate) struct Declared {
     pub(crate) object: ObjectRef,
     pub(crate) listeners: Vec<DeclaredListener>,
     conditions: Vec<Condition>,
+    service_ports: Vec<(u16, u16)>,
 }
 
 impl Declared {
     /// The wanted status.
     pub(crate) fn report(self) -> GatewayReport {
-        let ports = self.listeners.iter().map(|l| l.port).collect();
+        let ports = self.listeners.iter().map(|l| l.bind).collect();
         GatewayReport {
             object: self.object,
             ports,
+            service_ports: self.service_ports,
             conditions: self.conditions,
             listeners: self
                 .listeners
@@ -80,6 +87,7 @@ impl Declared {
 /// where a protocol clash is `Conflicted`, its certificate), then summarised for the Gateway.
 pub(crate) fn declare(
     gw: &Gateway,
+    pod_ports: Option<&PodPorts>,
     index: &Index<'_>,
     grants: &Grants<'_>,
     b: &mut TableBuilder,
@@ -95,8 +103,11 @@ pub(crate) fn declare(
     for (i, l) in gw.spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
         let mut dl = listener(l, &object, &field, diags);
+        if let Some(map) = pod_ports {
+            bind_port(&mut dl, map, &object, &field, diags);
+        }
         if dl.usable
-            && let Err(e) = b.listener(l.port, dl.protocol)
+            && let Err(e) = b.listener(dl.bind, dl.protocol)
         {
             diags.error(
                 &object,
@@ -204,10 +215,56 @@ pub(crate) fn declare(
             "no listener is valid",
         ));
     }
+    let mut service_ports: Vec<(u16, u16)> = listeners
+        .iter()
+        .filter(|l| pod_ports.is_some() && l.port != 0 && l.bind != 0)
+        .map(|l| (l.port, l.bind))
+        .collect();
+    service_ports.sort_unstable();
+    service_ports.dedup();
     Declared {
         object,
         listeners,
         conditions,
+        service_ports,
+    }
+}
+
+/// Sets the pod port of a listener from the Gateway's port map; a listener without one (the
+/// range is full) is not served.
+fn bind_port(
+    dl: &mut DeclaredListener,
+    map: &PodPorts,
+    object: &ObjectRef,
+    field: &str,
+    diags: &mut Diagnostics,
+) {
+    if dl.port == 0 {
+        return;
+    }
+    let key = crate::translate::gateway_ports::PortKey {
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        port: dl.port,
+    };
+    match map.get(&key) {
+        Some(p) => dl.bind = *p,
+        None => {
+            let m = "no free port left in --gateway-port-range".to_string();
+            diags.error(
+                object,
+                format!("{field}.port"),
+                format!("{m}; listener ignored"),
+            );
+            dl.bind = 0;
+            if dl.usable {
+                dl.usable = false;
+                dl.conditions = vec![
+                    Condition::failed("Accepted", "PortUnavailable", m.clone()),
+                    Condition::failed("Programmed", "Invalid", m),
+                ];
+            }
+        }
     }
 }
 
@@ -326,6 +383,7 @@ fn listener(
     DeclaredListener {
         name: l.name.clone(),
         port: l.port,
+        bind: l.port,
         protocol,
         host,
         from,

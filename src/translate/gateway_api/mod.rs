@@ -13,6 +13,7 @@ mod hostnames;
 mod listeners;
 mod matches;
 mod namespaces;
+mod pod_ports;
 mod policy;
 mod refs;
 mod routes;
@@ -44,8 +45,12 @@ pub struct ListenerReport {
 pub struct GatewayReport {
     /// The Gateway.
     pub object: ObjectRef,
-    /// Its listener ports (for bind errors and addresses).
+    /// The table ports its listeners are served on (for bind errors): the listener ports, or
+    /// with `--gateway-services` the pod ports they map to.
     pub ports: Vec<u16>,
+    /// With `--gateway-services`: (listener port, pod port) of every listener port, sorted,
+    /// what its Service maps; empty otherwise.
+    pub service_ports: Vec<(u16, u16)>,
     /// `Accepted`, `Programmed`.
     pub conditions: Vec<Condition>,
     /// Per listener, in spec order.
@@ -195,9 +200,13 @@ pub(crate) fn translate_all(
         .iter()
         .filter(|g| ours.contains(&g.spec.gateway_class_name))
         .collect();
+    let pod_ports = options
+        .gateway_ports
+        .as_ref()
+        .map(|settings| pod_ports::assign(snapshot, options, settings, &gateways));
     let mut declared: Vec<listeners::Declared> = gateways
         .iter()
-        .map(|g| listeners::declare(g, index, &grants, b, diags))
+        .map(|g| listeners::declare(g, pod_ports.as_ref(), index, &grants, b, diags))
         .collect();
     let policies = policy::Policies::new(&api.websocket_policies, diags).with_backend_tls(
         backend_tls::BackendTls::new(&api.backend_tls_policies, &api.config_maps, diags),

@@ -9,7 +9,9 @@ use super::policy::Policies;
 use super::refs::{Grants, Reference};
 use super::{ParentReport, RouteReport};
 use crate::gwapi::{self, HTTPBackendRef, HTTPRoute, HTTPRouteRule, ParentReference};
-use crate::ir::{Backend, BackendProtocol, BackendSettings, HostMatch, Redacted, Timeout};
+use crate::ir::{
+    Backend, BackendProtocol, BackendSettings, HostMatch, Redacted, RouteFilters, Timeout,
+};
 use crate::translate::backends::{Index, PortRef};
 use crate::translate::builder::{Origin, RouteExtras, TableBuilder, Target};
 use crate::translate::conditions::Condition;
@@ -315,9 +317,10 @@ fn place_rules(
                 // A listener that is not served (its certificate does not resolve) still has
                 // the route attached and its references checked, but gets no traffic.
                 let hosts: &[HostMatch] = if l.served { &a.hosts } else { &[] };
+                let filters = public_redirect_port(filters, l.port, l.bind);
                 for h in hosts {
                     b.route_with(
-                        l.port,
+                        l.bind,
                         h.clone(),
                         matched.path.clone(),
                         id.clone(),
@@ -346,6 +349,26 @@ fn place_rules(
         Some((reason, m)) => Condition::failed("ResolvedRefs", reason, m),
     };
     (resolved, problem)
+}
+
+/// A redirect that keeps the request's scheme and names no port goes to "the listener's port"
+/// (the spec); the proxy takes that from the port it accepted on, which with
+/// `--gateway-services` is the pod port, so the listener port is written into the redirect.
+fn public_redirect_port(
+    filters: Option<RouteFilters>,
+    listener_port: u16,
+    bind: u16,
+) -> Option<RouteFilters> {
+    filters.map(|mut f| {
+        if let Some(r) = f.redirect.as_mut()
+            && listener_port != bind
+            && r.scheme.is_none()
+            && r.port.is_none()
+        {
+            r.port = Some(listener_port);
+        }
+        f
+    })
 }
 
 /// `timeouts.request` / `timeouts.backendRequest`: the tighter bounds the wait for the response
