@@ -1833,7 +1833,7 @@ async fn e2e_8_gateway_services() {
                 let st = gwapi_status(a, Some(ns), "gateways", "Gateway", name).await;
                 (condition(&st, "Programmed")?["status"] == "True"
                     && st["addresses"][0]["value"] == ip)
-                .then_some(st)
+                    .then_some(st)
             },
         )
         .await;
