@@ -357,6 +357,8 @@ impl RunArgs {
         self.gateway_ports().map(|_| GatewayServices {
             selector: self.gateway_service_selector.iter().cloned().collect(),
             service_type: self.gateway_service_type,
+            // Filled in by the controller: its own namespace.
+            namespace: String::new(),
         })
     }
 

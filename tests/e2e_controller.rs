@@ -1719,13 +1719,14 @@ async fn gateway_with_route(a: &Client, ns: &str, class: &str, name: &str, svc: 
     create_or_replace(&Api::namespaced(a.clone(), ns), &route).await;
 }
 
-/// `--gateway-services`: two Gateways on port 80 get a Service each (owned by the Gateway,
-/// port 80 -> a pod port of their own), their `status.addresses` name that Service's cluster IP,
-/// and each pod port reaches its own Gateway's route. A Service of the same name that wsgate
-/// does not manage is left alone and reported; deleting a Gateway deletes its Service (here
-/// by wsgate: this API server has no garbage collector) and moves no other Gateway's port.
+/// `--gateway-services`: two Gateways on port 80 get a Service each (in wsgate's namespace,
+/// labelled with the Gateway, port 80 -> a pod port of their own), their `status.addresses`
+/// name that Service's cluster IP, and each pod port reaches its own Gateway's route. A Service
+/// of the same name that wsgate does not manage is left alone and reported; deleting a Gateway
+/// deletes its Service and moves no other Gateway's port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_8_gateway_services() {
+    use wsgate::translate::gateway_ports::service_name;
     let Some(env) = env().await else { return };
     let a = &env.admin;
     let (ns, class) = ("e2e-gwsvc", "e2e-gwsvc");
@@ -1742,10 +1743,11 @@ async fn e2e_8_gateway_services() {
     gateway_with_route(a, ns, class, "one", "one").await;
     gateway_with_route(a, ns, class, "two", "two").await;
     // Someone else's Service with the name Gateway "three" would get.
-    service(a, ns, "three-wsgate").await;
+    let three = service_name(ns, "three");
+    service(a, LEASE_NAMESPACE, &three).await;
     gateway_with_route(a, ns, class, "three", "one").await;
-    let services = Api::<Service>::namespaced(a.clone(), ns);
-    let foreign = services.get("three-wsgate").await.expect("foreign Service");
+    let services = Api::<Service>::namespaced(a.clone(), LEASE_NAMESPACE);
+    let foreign = services.get(&three).await.expect("foreign Service");
 
     let _w = Wsgate::start(
         &env,
@@ -1767,44 +1769,25 @@ async fn e2e_8_gateway_services() {
 
     let mut pod_ports = HashMap::new();
     for name in ["one", "two"] {
+        let svc_name = service_name(ns, name);
         let svc = eventually(
-            &format!("Service {name}-wsgate"),
+            &format!("Service {svc_name}"),
             Duration::from_secs(15),
             || {
-                let services = services.clone();
-                async move {
-                    services
-                        .get_opt(&format!("{name}-wsgate"))
-                        .await
-                        .ok()
-                        .flatten()
-                }
+                let (services, svc_name) = (services.clone(), svc_name.clone());
+                async move { services.get_opt(&svc_name).await.ok().flatten() }
             },
         )
         .await;
         let labels = svc.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(
-            labels.get("wsgate.dev/gateway").map(String::as_str),
-            Some(name)
-        );
-        assert_eq!(
-            labels
-                .get("app.kubernetes.io/managed-by")
-                .map(String::as_str),
-            Some("wsgate")
-        );
-        let gw = Api::<wsgate::gwapi::Gateway>::namespaced(a.clone(), ns)
-            .get(name)
-            .await
-            .expect("Gateway");
-        let owner = &svc.metadata.owner_references.clone().unwrap_or_default()[0];
+        let label = |k: &str| labels.get(k).map(String::as_str);
         assert_eq!(
             (
-                owner.kind.as_str(),
-                owner.name.as_str(),
-                Some(owner.uid.clone())
+                label("wsgate.dev/gateway"),
+                label("wsgate.dev/gateway-namespace"),
+                label("app.kubernetes.io/managed-by")
             ),
-            ("Gateway", name, gw.metadata.uid.clone())
+            (Some(name), Some(ns), Some("wsgate"))
         );
         let spec = svc.spec.clone().expect("spec");
         assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
@@ -1871,31 +1854,31 @@ async fn e2e_8_gateway_services() {
     assert_eq!(programmed["status"], "False", "{st}");
     let message = programmed["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("Service e2e-gwsvc/three-wsgate")
+        message.contains(&format!("Service {LEASE_NAMESPACE}/{three}"))
             && message.contains("not managed by wsgate"),
         "{message}"
     );
     assert!(st["addresses"].as_array().is_none_or(Vec::is_empty), "{st}");
-    let after = services.get("three-wsgate").await.expect("foreign Service");
+    let after = services.get(&three).await.expect("foreign Service");
     assert_eq!(
         after.metadata.resource_version,
         foreign.metadata.resource_version
     );
-    assert_eq!(after.metadata.labels, foreign.metadata.labels);
 
     // Gateway "two" goes: its Service goes; "one" keeps its Service and pod port.
     Api::<wsgate::gwapi::Gateway>::namespaced(a.clone(), ns)
         .delete("two", &Default::default())
         .await
         .expect("delete Gateway two");
+    let two = service_name(ns, "two");
     eventually(
-        "Service two-wsgate deleted",
+        "the Service of Gateway two deleted",
         Duration::from_secs(15),
         || {
-            let services = services.clone();
+            let (services, two) = (services.clone(), two.clone());
             async move {
                 services
-                    .get_opt("two-wsgate")
+                    .get_opt(&two)
                     .await
                     .ok()
                     .and_then(|s| s.is_none().then_some(()))
@@ -1904,9 +1887,9 @@ async fn e2e_8_gateway_services() {
     )
     .await;
     let one = services
-        .get("one-wsgate")
+        .get(&service_name(ns, "one"))
         .await
-        .expect("Service one-wsgate");
+        .expect("Service of Gateway one");
     let target = one.spec.and_then(|s| s.ports).unwrap_or_default()[0]
         .target_port
         .clone();
@@ -1918,13 +1901,7 @@ async fn e2e_8_gateway_services() {
             ))
         )
     );
-    assert!(
-        services
-            .get_opt("three-wsgate")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(services.get_opt(&three).await.expect("get").is_some());
     let (_ws, reached) = who(&format!("ws://127.0.0.1:{}/", pod_ports["one"]), &[])
         .await
         .expect("Gateway one still serves");

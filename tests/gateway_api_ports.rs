@@ -5,7 +5,7 @@
 
 use wsgate::ir::RouteTable;
 use wsgate::source::files;
-use wsgate::translate::gateway_ports::{GatewayPorts, PortRange};
+use wsgate::translate::gateway_ports::{GatewayPorts, PortRange, service_name};
 use wsgate::translate::{self, Options, Translated};
 
 const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: wsgate}\nspec: {controllerName: wsgate.dev/gateway-controller}\n---\n";
@@ -34,10 +34,12 @@ fn service(name: &str) -> String {
     )
 }
 
-/// The Service wsgate would have written for Gateway `gw`, recording `target` for port 80.
+/// The Service wsgate would have written (in its namespace) for Gateway `apps/gw`, recording
+/// `target` for port 80.
 fn recorded_service(gw: &str, target: u16) -> String {
+    let name = service_name("apps", gw);
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {gw}-wsgate\n  namespace: apps\n  labels: {{app.kubernetes.io/managed-by: wsgate, wsgate.dev/gateway: {gw}}}\nspec:\n  ports: [{{name: tcp-80, port: 80, targetPort: {target}}}]\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: wsgate-system\n  labels: {{app.kubernetes.io/managed-by: wsgate, wsgate.dev/gateway: {gw}, wsgate.dev/gateway-namespace: apps}}\nspec:\n  ports: [{{name: tcp-80, port: 80, targetPort: {target}}}]\n---\n"
     )
 }
 
@@ -58,7 +60,15 @@ fn translate_docs(docs: &[String], options: &Options) -> Translated {
     let mut loaded = files::Loaded::default();
     files::parse_into("t.yaml", &format!("{CLASS}{}", docs.concat()), &mut loaded);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    translate::translate(&loaded.snapshot, options)
+    // What the controller's reflector of the Gateways' Services would hold.
+    let mut snapshot = loaded.snapshot;
+    snapshot.gateway_api.gateway_services = snapshot
+        .services
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some("wsgate-system"))
+        .cloned()
+        .collect();
+    translate::translate(&snapshot, options)
 }
 
 /// (listener port, pod port) of Gateway `name`.
@@ -143,10 +153,7 @@ fn the_same_ports_for_any_order_and_kept_when_recorded() {
     let t = translate_docs(&with_record, &options());
     assert_eq!(service_ports(&t, "two"), vec![(80, other)]);
     let mut foreign = two_gateways();
-    foreign.push(recorded_service("two", other).replace(
-        "  labels: {app.kubernetes.io/managed-by: wsgate, wsgate.dev/gateway: two}\n",
-        "",
-    ));
+    foreign.push(recorded_service("two", other).replace("wsgate.dev/gateway: two, ", ""));
     let t = translate_docs(&foreign, &options());
     assert_eq!(service_ports(&t, "two"), vec![(80, computed)]);
 }

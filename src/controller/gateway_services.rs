@@ -1,27 +1,29 @@
 //! `--gateway-services` (leader only): one Service per Gateway API Gateway of ours, so that
-//! every Gateway has an address of its own. The Service `NAME-wsgate` lives in the Gateway's
-//! namespace, is owned by the Gateway (deleting the Gateway deletes it), selects the wsgate
-//! pods, and maps each listener port to the pod port translation chose for it
-//! ([`crate::translate::gateway_ports`]). Its address is what the Gateway's `status.addresses`
-//! say.
+//! every Gateway has an address of its own. The Service lives in wsgate's own namespace (a
+//! Service selects pods of its namespace only), is named after the Gateway
+//! ([`service_name`](crate::translate::gateway_ports::service_name)) and labelled with it,
+//! selects the wsgate pods, and maps each listener port to the pod port translation chose for
+//! it ([`crate::translate::gateway_ports`]). Its address is what the Gateway's
+//! `status.addresses` say. (No owner reference: owners must be in the dependent's namespace, so
+//! wsgate deletes the Service itself once its Gateway is gone.)
 //!
-//! [`wanted`] and [`differs`] are pure; [`reconcile`] writes (server-side apply, only when the
-//! Service differs) and deletes the Services of Gateways that are gone. A Service of that name
-//! that wsgate does not manage is never touched: the Gateway reports it instead.
+//! [`wanted`] and [`differs`] are pure; [`reconcile`] writes (create, or server-side apply when
+//! the Service differs) and deletes the Services of Gateways that are gone. A Service of that
+//! name that wsgate does not manage is never touched: the Gateway reports it instead.
 
-use crate::gwapi::{self, Gateway};
+use crate::gwapi::Gateway;
 use crate::source::Snapshot;
 use crate::translate::ObjectRef;
 use crate::translate::gateway_api::GatewayReport;
-use crate::translate::gateway_ports::{GATEWAY_LABEL, MANAGED_BY, service_name};
+use crate::translate::gateway_ports::{
+    GATEWAY_LABEL, GATEWAY_NAMESPACE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, is_managed, service_name,
+};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, Resource};
 use std::collections::{BTreeMap, HashMap};
-
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 /// `--gateway-service-type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +62,9 @@ pub struct GatewayServices {
     pub selector: BTreeMap<String, String>,
     /// `--gateway-service-type`.
     pub service_type: ServiceType,
+    /// Where the Services are: wsgate's own namespace (set by the controller at start, the
+    /// Lease's namespace).
+    pub namespace: String,
 }
 
 /// What a Gateway's Service gives its status.
@@ -71,20 +76,7 @@ pub enum Outcome {
     Problem(String),
 }
 
-/// Whether `svc` is the Service wsgate manages for Gateway `gateway` (its labels say so).
-pub fn is_managed(svc: &Service, gateway: &str) -> bool {
-    let labels = svc.metadata.labels.as_ref();
-    labels
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(MANAGED_BY)
-        && labels
-            .and_then(|l| l.get(GATEWAY_LABEL))
-            .map(String::as_str)
-            == Some(gateway)
-}
-
-/// The Service Gateway `gw` should have: its name, or why it cannot have one.
+/// The Service Gateway `gw` should have, or why it cannot have one.
 pub fn wanted(
     gw: &Gateway,
     report: &GatewayReport,
@@ -92,12 +84,6 @@ pub fn wanted(
 ) -> Result<Service, String> {
     let name = gw.metadata.name.clone().unwrap_or_default();
     let ns = gw.metadata.namespace.clone().unwrap_or_default();
-    let svc_name = service_name(&name).ok_or_else(|| {
-        format!(
-            "metadata.name: {name:?}-wsgate is not a valid Service name (a DNS-1035 label: \
-             at most 63 characters, a letter first, no dots); the Gateway gets no address"
-        )
-    })?;
     if report.service_ports.is_empty() {
         return Err(
             "spec.listeners: no listener port to serve; the Gateway gets no Service".into(),
@@ -114,25 +100,16 @@ pub fn wanted(
             ..ServicePort::default()
         })
         .collect();
-    let owner = OwnerReference {
-        api_version: format!("{}/v1", gwapi::GROUP),
-        kind: "Gateway".into(),
-        name: name.clone(),
-        uid: gw.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        // No blockOwnerDeletion: setting it needs the right to update the Gateway's finalizers.
-        block_owner_deletion: None,
-    };
     let external = cfg.service_type != ServiceType::ClusterIP;
     Ok(Service {
         metadata: ObjectMeta {
-            name: Some(svc_name),
-            namespace: Some(ns),
+            name: Some(service_name(&ns, &name)),
+            namespace: Some(cfg.namespace.clone()),
             labels: Some(BTreeMap::from([
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
                 (GATEWAY_LABEL.to_string(), name),
+                (GATEWAY_NAMESPACE_LABEL.to_string(), ns),
             ])),
-            owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {
@@ -179,16 +156,7 @@ pub fn differs(current: &Service, wanted: &Service) -> bool {
         .iter()
         .flatten()
         .all(|(k, v)| current.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
-    let owner_ok = wanted.metadata.owner_references.iter().flatten().all(|o| {
-        current
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|x| x.uid == o.uid && x.kind == o.kind && x.controller == o.controller)
-    });
     !labels_ok
-        || !owner_ok
         || c.type_.as_deref().unwrap_or("ClusterIP") != w.type_.as_deref().unwrap_or("ClusterIP")
         || c.selector != w.selector
         || ports(current) != ports(wanted)
@@ -214,8 +182,15 @@ fn outcome_of(svc: &Service) -> Outcome {
     }
 }
 
-fn params() -> PatchParams {
+fn apply_params() -> PatchParams {
     PatchParams::apply("wsgate").force()
+}
+
+fn create_params() -> PostParams {
+    PostParams {
+        field_manager: Some("wsgate".into()),
+        ..PostParams::default()
+    }
 }
 
 /// Ensures the Service of every Gateway in `reports` and deletes managed Services whose Gateway
@@ -238,7 +213,7 @@ pub async fn reconcile(
         let outcome = match wanted(gw, r, cfg) {
             Err(problem) => Outcome::Problem(problem),
             Ok(want) => {
-                let (o, written) = ensure(client, snapshot, &r.object.name, &want).await;
+                let (o, written) = ensure(client, snapshot, &r.object, &want).await;
                 ok &= written;
                 o
             }
@@ -254,68 +229,87 @@ pub async fn reconcile(
 async fn ensure(
     client: &Client,
     snapshot: &Snapshot,
-    gateway: &str,
+    gw: &ObjectRef,
     want: &Service,
 ) -> (Outcome, bool) {
     let ns = want.metadata.namespace.clone().unwrap_or_default();
     let name = want.metadata.name.clone().unwrap_or_default();
-    let current = snapshot.services.iter().find(|s| {
-        s.metadata.namespace.as_deref() == Some(&ns) && s.metadata.name.as_deref() == Some(&name)
-    });
-    if let Some(cur) = current {
-        if !is_managed(cur, gateway) {
-            return (
-                Outcome::Problem(format!(
-                    "Service {ns}/{name} exists and is not managed by wsgate (no labels \
-                     {MANAGED_BY_LABEL}={MANAGED_BY}, {GATEWAY_LABEL}={gateway}); it is left \
-                     alone, so the Gateway has no address: delete or rename that Service"
-                )),
-                true,
-            );
-        }
-        if !differs(cur, want) {
-            return (outcome_of(cur), true);
-        }
-    }
+    let what = format!("Service {ns}/{name}");
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    match api.patch(&name, &params(), &Patch::Apply(want)).await {
+    let current = snapshot
+        .gateway_api
+        .gateway_services
+        .iter()
+        .find(|s| is_managed(s, &gw.namespace, &gw.name));
+    let written = match current {
+        Some(cur) if !differs(cur, want) => return (outcome_of(cur), true),
+        // Ours already: server-side apply makes it what it should be.
+        Some(_) => api.patch(&name, &apply_params(), &Patch::Apply(want)).await,
+        // Not known as ours: only a create, which never takes over someone else's Service.
+        None => match api.create(&create_params(), want).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await {
+                // Ours after all (written by an earlier pass the watch has not shown yet).
+                Ok(Some(svc)) if is_managed(&svc, &gw.namespace, &gw.name) => {
+                    api.patch(&name, &apply_params(), &Patch::Apply(want)).await
+                }
+                Ok(Some(_)) => {
+                    return (
+                        Outcome::Problem(format!(
+                            "{what} exists and is not managed by wsgate (no labels \
+                             {MANAGED_BY_LABEL}={MANAGED_BY}, {GATEWAY_NAMESPACE_LABEL}={}, \
+                             {GATEWAY_LABEL}={}); it is left alone, so the Gateway has no \
+                             address: delete or rename that Service",
+                            gw.namespace, gw.name
+                        )),
+                        true,
+                    );
+                }
+                Ok(None) => Err(kube::Error::Api(e)),
+                Err(get) => Err(get),
+            },
+            other => other,
+        },
+    };
+    match written {
         Ok(svc) => {
-            tracing::info!(object = %format!("Service {ns}/{name}"), gateway, "Gateway Service written");
+            tracing::info!(object = %what, gateway = %gw, "Gateway Service written");
             (outcome_of(&svc), true)
         }
         Err(e) => {
-            tracing::warn!(object = %format!("Service {ns}/{name}"), error = %e, "cannot write the Gateway's Service");
+            tracing::warn!(object = %what, gateway = %gw, error = %e, "cannot write the Gateway's Service");
             (
-                Outcome::Problem(format!("cannot create or update Service {ns}/{name}: {e}")),
+                Outcome::Problem(format!("cannot create or update {what}: {e}")),
                 false,
             )
         }
     }
 }
 
-/// Deletes Services wsgate manages whose Gateway is gone. The owner reference makes the
-/// cluster's garbage collector do the same; this covers clusters (and moments) without it.
-/// A Gateway that still exists but is no longer served keeps its Service: it may be another
-/// wsgate installation's (`--gateway-class`), and its owner reference removes it with the
-/// Gateway.
+/// Deletes Services wsgate manages whose Gateway is gone (deleted, or outside the watched
+/// namespaces). A Gateway that still exists but is no longer served keeps its Service: it may
+/// be another wsgate installation's (`--gateway-class`).
 async fn delete_stale(client: &Client, snapshot: &Snapshot) -> bool {
     let mut ok = true;
-    for svc in &snapshot.services {
-        let labels = svc.metadata.labels.as_ref();
-        let Some(gateway) = labels.and_then(|l| l.get(GATEWAY_LABEL)) else {
-            continue;
+    for svc in &snapshot.gateway_api.gateway_services {
+        let label = |k: &str| {
+            svc.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(k))
+                .cloned()
+                .unwrap_or_default()
         };
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        if !is_managed(svc, gateway)
-            || service_name(gateway).as_deref() != Some(name.as_str())
+        let (gw_ns, gw_name) = (label(GATEWAY_NAMESPACE_LABEL), label(GATEWAY_LABEL));
+        if !is_managed(svc, &gw_ns, &gw_name)
             || snapshot.gateway_api.gateways.iter().any(|g| {
-                g.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && g.metadata.name.as_deref() == Some(gateway.as_str())
+                g.metadata.namespace.as_deref() == Some(gw_ns.as_str())
+                    && g.metadata.name.as_deref() == Some(gw_name.as_str())
             })
         {
             continue;
         }
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
         let api: Api<Service> = Api::namespaced(client.clone(), &ns);
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
@@ -326,7 +320,7 @@ async fn delete_stale(client: &Client, snapshot: &Snapshot) -> bool {
         };
         match api.delete(&name, &dp).await {
             Ok(_) => {
-                tracing::info!(object = %format!("Service {ns}/{name}"), gateway = %gateway, "Service of a Gateway that is gone deleted")
+                tracing::info!(object = %format!("Service {ns}/{name}"), gateway = %format!("{gw_ns}/{gw_name}"), "Service of a Gateway that is gone deleted")
             }
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => {
@@ -374,26 +368,26 @@ mod tests {
         GatewayServices {
             selector: BTreeMap::from([("app".to_string(), "wsgate".to_string())]),
             service_type: ServiceType::LoadBalancer,
+            namespace: "wsgate-system".into(),
         }
     }
 
     #[test]
-    fn the_service_maps_listener_ports_to_pod_ports_and_is_owned() {
+    fn the_service_maps_listener_ports_to_pod_ports_in_wsgates_namespace() {
         let svc = wanted(
             &gateway("web"),
             &report("web", vec![(80, 21000), (443, 25000)]),
             &cfg(),
         )
         .expect("a Service");
-        assert_eq!(svc.metadata.name.as_deref(), Some("web-wsgate"));
-        assert_eq!(svc.metadata.namespace.as_deref(), Some("apps"));
-        assert!(is_managed(&svc, "web"));
-        assert!(!is_managed(&svc, "other"));
-        let owner = &svc.metadata.owner_references.as_ref().expect("owner")[0];
         assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-            ("Gateway", "u-1", Some(true))
+            svc.metadata.name.as_deref(),
+            Some(service_name("apps", "web").as_str())
         );
+        assert_eq!(svc.metadata.namespace.as_deref(), Some("wsgate-system"));
+        assert!(is_managed(&svc, "apps", "web"));
+        assert!(!is_managed(&svc, "apps", "other"));
+        assert!(!is_managed(&svc, "other", "web"));
         let spec = svc.spec.as_ref().expect("spec");
         let ports: Vec<(i32, Option<IntOrString>)> = spec
             .ports
@@ -414,9 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn names_that_cannot_be_service_names_and_gateways_without_ports_are_reported() {
-        let e = wanted(&gateway("a.b"), &report("a.b", vec![(80, 21000)]), &cfg()).unwrap_err();
-        assert!(e.starts_with("metadata.name"), "{e}");
+    fn a_gateway_without_ports_gets_no_service() {
         let e = wanted(&gateway("web"), &report("web", vec![]), &cfg()).unwrap_err();
         assert!(e.starts_with("spec.listeners"), "{e}");
     }
@@ -448,16 +440,18 @@ mod tests {
         )
         .expect("svc");
         assert!(differs(&cur, &w2));
-        let mut unowned = cur.clone();
-        unowned.metadata.owner_references = None;
-        assert!(differs(&unowned, &want));
+        let mut relabelled = cur.clone();
+        relabelled.metadata.labels = None;
+        assert!(differs(&relabelled, &want));
     }
 
     #[test]
     fn addresses_come_from_the_service() {
         let mut svc =
             wanted(&gateway("web"), &report("web", vec![(80, 21000)]), &cfg()).expect("svc");
-        assert!(matches!(outcome_of(&svc), Outcome::Problem(m) if m.contains("apps/web-wsgate")));
+        assert!(
+            matches!(outcome_of(&svc), Outcome::Problem(m) if m.contains(&format!("wsgate-system/{}", service_name("apps", "web"))))
+        );
         svc.spec.as_mut().expect("spec").cluster_ip = Some("198.18.128.7".into());
         assert_eq!(
             outcome_of(&svc),

@@ -167,11 +167,17 @@ impl Controller {
             resolve_lease_namespace(cfg.lease_namespace.as_deref(), client.default_namespace());
         let optional = reflect::OptionalKinds::discover(&client).await;
         tracing::info!(?optional, "optional kinds served by the API server");
+        // The Gateways' Services live in wsgate's own namespace (where its pods are).
+        let gateway_services = cfg.gateway_services.clone().map(|mut g| {
+            g.namespace = lease_ns.clone();
+            g
+        });
         let mut cluster = Cluster::start(
             &client,
             &cfg.watch_namespaces,
             cfg.publish.service(),
             &optional,
+            gateway_services.as_ref().map(|g| g.namespace.as_str()),
         );
         let reachable = cluster.reachable();
         let (builds_tx, builds) = watch::channel(None);
@@ -203,7 +209,7 @@ impl Controller {
             cfg.publish.clone(),
             identity.clone(),
         )
-        .with_gateway_services(cfg.gateway_services.clone());
+        .with_gateway_services(gateway_services);
         tokio::spawn(feedback_loop(
             feedback,
             builds.clone(),

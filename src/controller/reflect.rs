@@ -232,6 +232,7 @@ pub struct Stores {
     secrets: Vec<Store<Secret>>,
     gateways: Vec<Store<DynamicObject>>,
     publish: Option<Store<Service>>,
+    gateway_services: Vec<Store<Service>>,
     gw_classes: Vec<Store<gwapi::GatewayClass>>,
     gw_gateways: Vec<Store<gwapi::Gateway>>,
     gw_routes: Vec<Store<gwapi::HTTPRoute>>,
@@ -281,12 +282,14 @@ fn scope_label(plural: &str, scope: &Option<String>) -> String {
 impl Cluster {
     /// Starts the reflectors: Ingress, Service, EndpointSlice, Secret (TLS only) and Gateway in
     /// each of `namespaces` (all when empty), IngressClass cluster-wide, and the
-    /// `--publish-service` Service when given as `(namespace, name)`.
+    /// `--publish-service` Service when given as `(namespace, name)`, and with
+    /// `--gateway-services` the Services wsgate manages for Gateways in `gateway_services_ns`.
     pub fn start(
         client: &Client,
         namespaces: &[String],
         publish: Option<(&str, &str)>,
         optional: &OptionalKinds,
+        gateway_services_ns: Option<&str>,
     ) -> Self {
         let changed = Arc::new(Notify::new());
         let mut cluster = Self {
@@ -416,6 +419,16 @@ impl Cluster {
             "IngressClasses".to_string(),
         );
         cluster.stores.ingress_classes.push(s);
+        if let Some(ns) = gateway_services_ns.filter(|_| optional.gateway_api) {
+            let s = cluster.reflect(
+                Api::<Service>::namespaced(client.clone(), ns),
+                watcher::Config::default()
+                    .labels(crate::translate::gateway_ports::GATEWAY_NAMESPACE_LABEL),
+                Writer::default(),
+                format!("the Gateways' Services in namespace {ns}"),
+            );
+            cluster.stores.gateway_services.push(s);
+        }
         if let Some((ns, name)) = publish {
             let s = cluster.reflect(
                 Api::<Service>::namespaced(client.clone(), ns),
@@ -570,6 +583,7 @@ impl Stores {
                     config_maps: collect(&self.config_maps),
                     websocket_policies: collect(&self.ws_policies),
                     namespaces: collect(&self.namespaces),
+                    gateway_services: collect(&self.gateway_services),
                 },
             },
             unparsed_gateways,

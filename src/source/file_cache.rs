@@ -141,6 +141,7 @@ fn extend(into: &mut Snapshot, part: &Snapshot) {
         config_maps,
         websocket_policies,
         namespaces,
+        gateway_services,
     } = gateway_api;
     let g = &mut into.gateway_api;
     g.classes.extend_from_slice(classes);
@@ -152,6 +153,7 @@ fn extend(into: &mut Snapshot, part: &Snapshot) {
     g.config_maps.extend_from_slice(config_maps);
     g.websocket_policies.extend_from_slice(websocket_policies);
     g.namespaces.extend_from_slice(namespaces);
+    g.gateway_services.extend_from_slice(gateway_services);
 }
 
 #[cfg(test)]

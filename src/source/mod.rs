@@ -50,4 +50,8 @@ pub struct GatewayApi {
     /// `v1` Namespaces (only their labels are read): listeners with
     /// `allowedRoutes.namespaces.from: Selector` match routes' namespaces by them.
     pub namespaces: Vec<k8s_openapi::api::core::v1::Namespace>,
+    /// `v1` Services wsgate manages for Gateways (controller mode with `--gateway-services`:
+    /// those in wsgate's namespace labelled `wsgate.dev/gateway`); they record each Gateway's
+    /// pod ports. Empty in standalone mode.
+    pub gateway_services: Vec<k8s_openapi::api::core::v1::Service>,
 }

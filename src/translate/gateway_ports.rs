@@ -17,22 +17,58 @@
 //! So a port changes only when its record is lost (the Service deleted by hand) and, in that
 //! case, only if a collision was resolved differently before.
 
+use k8s_openapi::api::core::v1::Service;
 use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Label on every Service wsgate creates for a Gateway (value: the Gateway's name); a Service
-/// without it is never changed or deleted by wsgate.
+/// Label on every Service wsgate creates for a Gateway: the Gateway's name. A Service without
+/// the labels is never changed or deleted by wsgate.
 pub const GATEWAY_LABEL: &str = "wsgate.dev/gateway";
+
+/// Label on those Services: the Gateway's namespace.
+pub const GATEWAY_NAMESPACE_LABEL: &str = "wsgate.dev/gateway-namespace";
 
 /// `app.kubernetes.io/managed-by` value on those Services.
 pub const MANAGED_BY: &str = "wsgate";
 
-/// The Service of Gateway `name`: `NAME-wsgate`, when that is a valid Service name (a DNS-1035
-/// label: starts with a letter, at most 63 characters, no dots).
-pub fn service_name(gateway: &str) -> Option<String> {
-    let name = format!("{gateway}-wsgate");
-    (crate::names::is_dns_label(&name) && name.starts_with(|c: char| c.is_ascii_lowercase()))
-        .then_some(name)
+/// The name of Gateway `namespace/name`'s Service (in wsgate's own namespace, since a Service
+/// selects pods of its namespace only): `gw-NAME-NAMESPACE-HASH`, cut to a DNS-1035 label (63
+/// characters, letters, digits and `-`); the 8 hex digits of `sha1("namespace/name")` keep
+/// Gateways apart whose names would read alike (`a-b`/`c` and `a`/`b-c`) or were cut.
+pub fn service_name(namespace: &str, gateway: &str) -> String {
+    let digest = Sha1::digest(format!("{namespace}/{gateway}").as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let readable: String = format!("gw-{gateway}-{namespace}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63 - 9)
+        .collect();
+    format!("{}-{hash}", readable.trim_end_matches('-'))
+}
+
+/// The standard label naming the manager of an object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Whether `svc` is the Service wsgate manages for Gateway `namespace/name` (its name and
+/// labels say so).
+pub fn is_managed(svc: &Service, namespace: &str, name: &str) -> bool {
+    let label = |k: &str| {
+        svc.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    svc.metadata.name.as_deref() == Some(service_name(namespace, name).as_str())
+        && label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
+        && label(GATEWAY_LABEL) == Some(name)
+        && label(GATEWAY_NAMESPACE_LABEL) == Some(namespace)
 }
 
 /// `--gateway-port-range`: the ports of the wsgate pods Gateway listeners are mapped onto.
@@ -204,12 +240,20 @@ mod tests {
     }
 
     #[test]
-    fn service_names_are_dns_1035_labels() {
-        assert_eq!(service_name("web").as_deref(), Some("web-wsgate"));
-        assert_eq!(service_name("a.b"), None);
-        assert_eq!(service_name("1st"), None);
-        assert_eq!(service_name(&"a".repeat(57)), None);
-        assert!(service_name(&"a".repeat(56)).is_some());
+    fn service_names_are_dns_1035_labels_and_tell_gateways_apart() {
+        let name = service_name("apps", "web");
+        assert!(name.starts_with("gw-web-apps-"), "{name}");
+        assert_eq!(name, service_name("apps", "web"));
+        assert_ne!(service_name("a-b", "c"), service_name("a", "b-c"));
+        for (ns, gw) in [("apps", "web.v2"), ("x", &"a".repeat(253)), ("1", "2")] {
+            let n = service_name(ns, gw);
+            assert!(crate::names::is_dns_label(&n), "{n}");
+            assert!(n.starts_with(|c: char| c.is_ascii_lowercase()), "{n}");
+        }
+        assert_ne!(
+            service_name("x", &"a".repeat(100)),
+            service_name("x", &"a".repeat(101))
+        );
     }
 
     #[test]

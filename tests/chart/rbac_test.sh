@@ -196,19 +196,13 @@ check("no '*' in any apiGroups/resources/verbs", not wild, wild)
 check("no nonResourceURLs", not any("nonResourceURLs" in r for r in all_rules))
 read = {"list", "watch"}
 cluster_grants = grants((cr or {}).get("rules", []))
-svc_rules = [r for r in (cr or {}).get("rules", []) if "services" in r.get("resources", [])
-             and set(r.get("verbs", [])) & {"create", "patch", "delete"}]
-check("Service writes are a rule of their own (services only, no read verbs mixed in)",
-      len(svc_rules) == 1 and svc_rules[0]["resources"] == ["services"]
-      and sorted(svc_rules[0]["verbs"]) == ["create", "delete", "patch"], svc_rules)
 check("Secrets verbs are exactly list/watch (read-only)", cluster_grants.get(("", "secrets")) == read,
       cluster_grants.get(("", "secrets")))
 expected_cluster = {
     ("networking.k8s.io", "ingresses"): read,
     ("networking.k8s.io", "ingressclasses"): read,
     ("networking.k8s.io", "ingresses/status"): {"patch"},
-    # gatewayAPI.gatewayServices (default on): a Service per Gateway, written and deleted.
-    ("", "services"): read | {"create", "patch", "delete"},
+    ("", "services"): read,
     ("discovery.k8s.io", "endpointslices"): read,
     ("", "secrets"): read,
     ("wsgate.dev", "gateways"): read,
@@ -231,9 +225,11 @@ expected_cluster = {
 check("ClusterRole grants exactly what the controller uses", cluster_grants == expected_cluster,
       {k: sorted(v) for k, v in cluster_grants.items() if expected_cluster.get(k) != v}
       | {k: "missing" for k in expected_cluster if k not in cluster_grants})
-check("Lease Role: coordination.k8s.io leases get/create/update, in the release namespace",
+check("Role in the release namespace: Lease get/create/update, and (gatewayServices) Services "
+      "get/create/patch/delete there only",
       role is not None and role["metadata"].get("namespace") == NS
-      and grants(role["rules"]) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}},
+      and grants(role["rules"]) == {("coordination.k8s.io", "leases"): {"get", "create", "update"},
+                                     ("", "services"): {"get", "create", "patch", "delete"}},
       role)
 sa = one(docs, "ServiceAccount")
 crb = one(docs, "ClusterRoleBinding")
@@ -372,8 +368,8 @@ nog = load(f"{WORK}/nogwsvc.yaml")
 _, nc = container(nog)
 check("gatewayServices.enabled=false: no --gateway-* flags",
       nc is not None and not any(a.startswith("--gateway-") for a in nc["args"]), nc and nc["args"])
-check("gatewayServices.enabled=false: Services read-only again",
-      grants(one(nog, "ClusterRole")["rules"]).get(("", "services")) == read)
+check("gatewayServices.enabled=false: no Service writes in the Role",
+      grants(one(nog, "Role")["rules"]) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}})
 _, gc = container(load(f"{WORK}/gwsvc.yaml"))
 check("gatewayServices type and portRange -> --gateway-service-type, --gateway-port-range",
       gc is not None and flag(gc["args"], "gateway-service-type") == ["ClusterIP"]

@@ -5,9 +5,7 @@
 use crate::gwapi::Gateway;
 use crate::source::Snapshot;
 use crate::translate::Options;
-use crate::translate::gateway_ports::{
-    self, GATEWAY_LABEL, GatewayPorts, MANAGED_BY, PortKey, Wanted,
-};
+use crate::translate::gateway_ports::{self, GatewayPorts, PortKey, Wanted};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +21,7 @@ fn key_of(gw: &Gateway, port: u16) -> PortKey {
 }
 
 /// The ports the Services of `gateways` record: `port` -> numeric `targetPort` of each Service
-/// that wsgate manages for that Gateway (right name and labels). Other Services are no record.
+/// that wsgate manages for that Gateway. Other Services are no record.
 fn recorded(snapshot: &Snapshot, gateways: &[&Gateway]) -> Vec<(PortKey, u16)> {
     let mut out = Vec::new();
     for gw in gateways {
@@ -31,22 +29,11 @@ fn recorded(snapshot: &Snapshot, gateways: &[&Gateway]) -> Vec<(PortKey, u16)> {
             gw.metadata.namespace.as_deref().unwrap_or_default(),
             gw.metadata.name.as_deref().unwrap_or_default(),
         );
-        let Some(svc_name) = gateway_ports::service_name(name) else {
-            continue;
-        };
-        let managed = snapshot.services.iter().find(|s| {
-            let labels = s.metadata.labels.as_ref();
-            s.metadata.namespace.as_deref() == Some(ns)
-                && s.metadata.name.as_deref() == Some(svc_name.as_str())
-                && labels
-                    .and_then(|l| l.get(GATEWAY_LABEL))
-                    .map(String::as_str)
-                    == Some(name)
-                && labels
-                    .and_then(|l| l.get("app.kubernetes.io/managed-by"))
-                    .map(String::as_str)
-                    == Some(MANAGED_BY)
-        });
+        let managed = snapshot
+            .gateway_api
+            .gateway_services
+            .iter()
+            .find(|s| gateway_ports::is_managed(s, ns, name));
         let ports = managed
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.ports.as_ref());
