@@ -146,8 +146,8 @@ pub struct RunArgs {
     /// Serve only this GatewayClass (of controller wsgate.dev/gateway-controller); all when absent.
     #[arg(long, env = "WSGATE_GATEWAY_CLASS")]
     pub gateway_class: Option<String>,
-    /// Controller mode: give every Gateway API Gateway its own Service (`NAME-wsgate` in the
-    /// Gateway's namespace) whose address goes into the Gateway's status, and serve its
+    /// Controller mode: give every Gateway API Gateway its own Service (in wsgate's namespace,
+    /// labelled with the Gateway) whose address goes into the Gateway's status, and serve its
     /// listeners on per-Gateway ports of the pods (see --gateway-port-range).
     #[arg(long, env = "WSGATE_GATEWAY_SERVICES", requires_all = ["kubernetes", "gateway_service_selector"])]
     pub gateway_services: bool,
