@@ -229,3 +229,40 @@ fn a_redirect_without_scheme_and_port_names_the_listener_port() {
         .expect("the redirect route");
     assert_eq!(redirect.port, None);
 }
+
+#[test]
+fn an_https_listener_has_its_certificate_on_the_pod_port() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["example.org".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: tls, namespace: apps}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(&cert.pem()),
+        indent(&key.serialize_pem())
+    );
+    let gw = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: secure, namespace: apps}\nspec:\n  gatewayClassName: wsgate\n  listeners:\n  - {name: https, port: 443, protocol: HTTPS, hostname: example.org, tls: {certificateRefs: [{name: tls}]}}\n---\n";
+    let t = translate_docs(
+        &[
+            gw.to_string(),
+            secret,
+            route("r", "secure", "a"),
+            service("a"),
+        ],
+        &options(),
+    );
+    assert!(!t.has_errors(), "{:?}", t.diagnostics);
+    let pod = service_ports(&t, "secure")[0];
+    assert_eq!(pod.0, 443);
+    let l = t
+        .table
+        .listeners
+        .iter()
+        .find(|l| l.port == pod.1)
+        .expect("the pod port's listener");
+    assert_eq!(l.certificates.len(), 1, "{:?}", l.certificates);
+    assert_eq!(l.certificates[0].source, "Secret apps/tls");
+    assert!(t.table.listeners.iter().all(|l| l.port != 443));
+}

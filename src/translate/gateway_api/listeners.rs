@@ -455,7 +455,7 @@ fn certificate(
     };
     match result {
         Ok((cert, key)) => b.certificate(
-            dl.port,
+            dl.bind,
             TlsCertificate {
                 source: format!("Secret {target_ns}/{}", r.name),
                 hosts: vec![dl.host.clone()],
