@@ -61,6 +61,11 @@ PLAN = {
         # (size, sessions, messages per session) of the HTTP/2 case; 100 sessions because HAProxy
         # allows 100 concurrent streams per connection by default (wsgate 128).
         "h2": (64, 100, 2000),
+        # The two-worker case: (size, sessions, messages per session), handshakes, wrk seconds.
+        "w2": {"echo": (64, 1000, 200), "churn": (10000, 32), "wrk_s": 5},
+        # The scale case: sessions held (a small and a large step, the large one at the fd limit),
+        # every `live_every`-th one exchanging `messages` of `size` bytes, `extra` attempts past it.
+        "scale": {"steps": [1000, 9900], "live_every": 100, "size": 64, "messages": 300, "extra": 200},
     },
     "quick": {
         "echo": [(64, 1, 3000), (64, 100, 200), (64, 1000, 20),
@@ -72,10 +77,12 @@ PLAN = {
         "cp": [1000],
         "reloads": 2,
         "h2": (64, 100, 200),
+        "w2": {"echo": (64, 1000, 20), "churn": (1500, 32), "wrk_s": 2},
+        "scale": {"steps": [500, 2000], "live_every": 100, "size": 64, "messages": 30, "extra": 50},
     },
 }
 
-CASES = ["main", "h2", "cp"]
+CASES = ["main", "h2", "cp", "w2", "scale"]
 # Peers that tunnel WebSockets over HTTP/2 (RFC 8441 extended CONNECT) on the client side; the
 # others get this text in the HTTP/2 table instead of numbers.
 H2_PEERS = ["wsgate", "haproxy"]
@@ -86,6 +93,10 @@ NO_H2 = {
     "traefik": "no RFC 8441",
 }
 WSGATE_ADMIN = 18115
+# The two-worker case: wsgate --workers 2, nginx worker_processes 2, HAProxy nbthread 2, on both
+# cores, which the load generator, wrk and the echo backend share.
+W2_PEERS = ["wsgate", "nginx", "haproxy"]
+ALL_CORES = "0,1"
 
 CHILDREN = []  # Popen objects to clean up
 
@@ -192,12 +203,12 @@ def run(cmd, timeout, core=LOAD_CORE):
     return r.stdout, r.stderr
 
 
-def wsbench(mode, port, pids, timeout, **kw):
+def wsbench(mode, port, pids, timeout, core=LOAD_CORE, **kw):
     cmd = [WSBENCH, mode, "--target", f"127.0.0.1:{port}", "--pids", ",".join(map(str, pids)),
            "--deadline", str(int(timeout))]
     for k, v in kw.items():
         cmd += ["--" + k.replace("_", "-"), str(v)]
-    out, err = run(cmd, timeout + 30)
+    out, err = run(cmd, timeout + 30, core)
     if out is None:
         return {"ok": False, "error": "timeout"}
     try:
@@ -220,7 +231,7 @@ def http_get(port, path, host="bench.local"):
 # ---------------------------------------------------------------- peers
 
 
-def cfg_wsgate(d, port, h2=False):
+def cfg_wsgate(d, port, h2=False, workers=1):
     with open(os.path.join(d, "bench.yaml"), "w") as f:
         f.write(f"""apiVersion: wsgate.dev/v1alpha1
 kind: Gateway
@@ -256,16 +267,16 @@ spec:
     # HTTP/1.1 connections are served as without the flag).
     return [WSGATE, "run", "--config", d, "--bind", "127.0.0.1", "--http-port", "18125",
             "--admin-port", str(WSGATE_ADMIN), "--log-level", "warn", "--log-format", "text"] + \
-        (["--http2-cleartext"] if h2 else []), {"TOKIO_WORKER_THREADS": "1"}
+        (["--http2-cleartext"] if h2 else []), {"WSGATE_WORKERS": str(workers)}
 
 
-def cfg_nginx(d, port, h2=False):
+def cfg_nginx(d, port, h2=False, workers=1):
     conf = os.path.join(d, "nginx.conf")
     for sub in ("cache", "body", "proxy", "fcgi", "uwsgi", "scgi"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
         os.chmod(os.path.join(d, sub), 0o777)  # the worker runs as nobody/www-data
     with open(conf, "w") as f:
-        f.write(f"""worker_processes 1;
+        f.write(f"""worker_processes {workers};
 worker_rlimit_nofile 19900;
 daemon off;
 pid {d}/nginx.pid;
@@ -305,13 +316,13 @@ http {{
     return ["nginx", "-c", conf, "-p", d], {}
 
 
-def cfg_haproxy(d, port, h2=False):
+def cfg_haproxy(d, port, h2=False, workers=1):
     # HAProxy detects the HTTP/2 preface on an HTTP bind by itself (h2 with prior knowledge, RFC
     # 8441 on by default since 2.4), so one bind serves both transports; h2 changes nothing.
     conf = os.path.join(d, "haproxy.cfg")
     with open(conf, "w") as f:
         f.write(f"""global
-  nbthread 1
+  nbthread {workers}
   maxconn 9900
 defaults
   mode http
@@ -340,7 +351,7 @@ backend be_cache
     return ["haproxy", "-db", "-f", conf], {}
 
 
-def cfg_envoy(d, port, h2=False):
+def cfg_envoy(d, port, h2=False, workers=1):
     conf = os.path.join(d, "envoy.yaml")
     with open(conf, "w") as f:
         f.write(f"""admin:
@@ -382,7 +393,7 @@ static_resources:
         - endpoint: {{address: {{socket_address: {{address: {BACKEND_ADDR[0]}, port_value: {BACKEND_ADDR[1]}}}}}}}
 """)
     binary = envoy_binary()
-    return [binary, "-c", conf, "--concurrency", "1", "-l", "warning", "--disable-hot-restart"], {}
+    return [binary, "-c", conf, "--concurrency", str(workers), "-l", "warning", "--disable-hot-restart"], {}
 
 
 def envoy_binary():
@@ -397,7 +408,7 @@ def envoy_binary():
         return None
 
 
-def cfg_traefik(d, port, h2=False):
+def cfg_traefik(d, port, h2=False, workers=1):
     dyn = os.path.join(d, "dynamic.yaml")
     with open(dyn, "w") as f:
         f.write(f"""http:
@@ -414,7 +425,7 @@ def cfg_traefik(d, port, h2=False):
             "--entryPoints.web.transport.respondingTimeouts.readTimeout=0s",
             "--entryPoints.web.transport.respondingTimeouts.writeTimeout=0s",
             "--entryPoints.web.transport.respondingTimeouts.idleTimeout=3600s",
-            "--serversTransport.maxIdleConnsPerHost=64"], {"GOMAXPROCS": "1"}
+            "--serversTransport.maxIdleConnsPerHost=64"], {"GOMAXPROCS": str(workers)}
 
 
 CONFIGS = {"wsgate": cfg_wsgate, "nginx": cfg_nginx, "haproxy": cfg_haproxy, "envoy": cfg_envoy,
@@ -500,10 +511,10 @@ def verify_cache(port):
 # ---------------------------------------------------------------- cases
 
 
-def wrk(port, path, seconds, pids):
+def wrk(port, path, seconds, pids, threads=1, core=LOAD_CORE):
     c0 = cpu_ticks(pids)
-    out, err = run(["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{path}"],
-                   seconds + 30)
+    out, err = run(["wrk", f"-t{threads}", "-c50", f"-d{seconds}s", "--latency",
+                    f"http://127.0.0.1:{port}{path}"], seconds + 30, core)
     cpu = cpu_ticks(pids) - c0
     if out is None:
         return {"ok": False, "error": "timeout"}
@@ -526,17 +537,17 @@ def wrk(port, path, seconds, pids):
             "p50_us": us(p50), "p99_us": us(p99)}
 
 
-def start_peer(name, workdir, h2=False):
+def start_peer(name, workdir, h2=False, workers=1, core=PROXY_CORE):
     """Starts a proxy peer on its port: (Popen, None), or (None, why not)."""
     port = PORTS[name]
-    d = os.path.join(workdir, name + ("-h2" if h2 else ""))
+    d = os.path.join(workdir, name + ("-h2" if h2 else "") + (f"-w{workers}" if workers > 1 else ""))
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o755)
-    cmd, env = CONFIGS[name](d, port, h2)
+    cmd, env = CONFIGS[name](d, port, h2, workers)
     if cmd[0] is None or not os.path.exists(cmd[0]) and shutil.which(cmd[0]) is None:
         log(f"{name}: not installed, skipped")
         return None, "not installed"
-    proc = spawn(cmd, PROXY_CORE, env, os.path.join(d, "stdout.log"))
+    proc = spawn(cmd, core, env, os.path.join(d, "stdout.log"))
     if not wait_port(port):
         log(f"{name}: did not open its port; log: {d}/stdout.log")
         stop(proc)
@@ -752,6 +763,186 @@ def report_h2(results, peers):
     return out
 
 
+# ---------------------------------------------------------------- two workers
+
+
+def measure_w2(name, plan, results, workdir):
+    """Two workers per proxy on both cores, shared with the load generator: 64 B echo on 1000
+    sessions, handshakes, plain HTTP (wrk with two threads)."""
+    r = results.setdefault("w2_case", {}).setdefault(name, {})
+    if name not in W2_PEERS:
+        r["skipped"] = "not in this case"
+        return
+    port = PORTS[name]
+    proc, why = start_peer(name, workdir, workers=2, core=ALL_CORES)
+    if proc is None:
+        r["skipped"] = why
+        return
+    try:
+        ok, what = verify(name, port, BACKEND_ADDR[1])
+        r["verified"] = what if ok else None
+        if not ok:
+            r["skipped"] = "verification failed: " + what
+            log(f"{name}: two workers: VERIFICATION FAILED: {what}")
+            return
+        pids = descendants(proc.pid)
+        r["pids"] = pids
+        r["busy_before_pct"] = round(machine_busy(0.5), 1)
+        w2 = plan["w2"]
+        size, conns, msgs = w2["echo"]
+        r["echo"] = best_of(plan["reps"], "messages", lambda: wsbench(
+            "echo", port, pids, 90, core=ALL_CORES, conns=conns, size=size, messages=msgs,
+            src_ips=SRC_IPS))
+        log(f"{name}: two workers: echo: {summary(r['echo'])}")
+        total, conc = w2["churn"]
+        r["churn"] = best_of(plan["reps"], "handshakes", lambda: wsbench(
+            "churn", port, pids, 90, core=ALL_CORES, total=total, concurrency=conc, src_ips=SRC_IPS))
+        log(f"{name}: two workers: churn: {summary(r['churn'])}")
+        r["http"] = best_of(plan["reps"], "requests", lambda: wrk(
+            port, "/plain", w2["wrk_s"], pids, threads=2, core=ALL_CORES))
+        log(f"{name}: two workers: http: {summary(r['http'])}")
+    finally:
+        stop(proc)
+        CHILDREN.remove(proc)
+
+
+def report_w2(results, peers):
+    """The two-worker table: wsgate, nginx, HAProxy; ratios against the better of nginx and
+    HAProxy on each row."""
+    W = results.get("w2_case", {})
+    size, conns, _ = results["plan"]["w2"]["echo"]
+    shown = [p for p in peers if p in W2_PEERS]
+    out = (f"wsgate `--workers 2`, nginx `worker_processes 2`, HAProxy `nbthread 2`; every process on "
+           f"both cores, **shared with the load generator, wrk and the echo backend** (so the proxy "
+           f"never has two cores to itself). Ratios (×) against the better of nginx and HAProxy on "
+           f"each row; lower is better.\n\n"
+           "| measure | " + " | ".join(shown) + " |\n|---|" + "---|" * len(shown) + "\n")
+
+    def cell(p, key, field):
+        res = (W.get(p) or {}).get(key) or {}
+        if (W.get(p) or {}).get("skipped"):
+            return None, f"n/a: {W[p]['skipped']}"
+        if not res.get("ok"):
+            return None, f"failed: {str(res.get('error', ''))[:60]}"
+        if field.startswith("cpu:"):
+            v = per_unit_us(res, field[4:])
+        else:
+            v = res.get(field)
+            v = float(v) if v is not None else None
+        return v, None
+
+    rows = [(f"echo {size} B × {conns}: msg/s", "echo", "msgs_per_s", False),
+            (f"echo {size} B × {conns}: proxy CPU µs/msg", "echo", "cpu:messages", True),
+            (f"echo {size} B × {conns}: round trip p50 µs", "echo", "p50_us", True),
+            (f"echo {size} B × {conns}: round trip p99 µs", "echo", "p99_us", True),
+            (f"echo {size} B × {conns}: round trip p99.9 µs", "echo", "p999_us", True),
+            ("handshakes/s (32 concurrent)", "churn", "per_s", False),
+            ("proxy CPU µs/handshake", "churn", "cpu:handshakes", True),
+            ("plain HTTP req/s (wrk -t2, 50 conns)", "http", "rps", False),
+            ("plain HTTP proxy CPU µs/req", "http", "cpu:requests", True)]
+    for label, key, field, lower in rows:
+        vals = {p: cell(p, key, field) for p in shown}
+        peers_v = [vals[p][0] for p in ("nginx", "haproxy") if p in vals and vals[p][0] is not None]
+        best = (min(peers_v) if lower else max(peers_v)) if peers_v else None
+        cells = []
+        for p in shown:
+            v, why = vals[p]
+            if why:
+                cells.append(why)
+            elif p == "wsgate" and lower:
+                cells.append(f"{fmt(v)}{ratio(v, best)}")
+            else:
+                cells.append(fmt(v))
+        out += f"| {label} | " + " | ".join(cells) + " |\n"
+    return out
+
+
+# ---------------------------------------------------------------- sessions at the limit
+
+
+SCALE_PEERS = ["wsgate", "nginx", "haproxy"]
+
+
+def measure_scale(name, plan, results, workdir):
+    """Sessions up to the open-file limit: for each step a fresh process of the peer (one worker,
+    core 1) holds N sessions, 1 % of them exchanging messages; at the largest step, `extra`
+    connections past the limit."""
+    r = results.setdefault("scale_case", {}).setdefault(name, {})
+    if name not in SCALE_PEERS:
+        r["skipped"] = "not in this case"
+        return
+    sc = plan["scale"]
+    for n in sc["steps"]:
+        proc, why = start_peer(name, workdir)
+        if proc is None:
+            r["skipped"] = why
+            return
+        try:
+            ok, what = verify(name, PORTS[name], BACKEND_ADDR[1])
+            if not ok:
+                r["skipped"] = "verification failed: " + what
+                return
+            pids = descendants(proc.pid)
+            r["busy_before_pct"] = round(machine_busy(0.5), 1)
+            extra = sc["extra"] if n == sc["steps"][-1] else 0
+            res = wsbench("scale", PORTS[name], pids, 240, sessions=n, live_every=sc["live_every"],
+                          size=sc["size"], messages=sc["messages"], extra=extra, settle_ms=2000,
+                          src_ips=SRC_IPS)
+            r[str(n)] = res
+            log(f"{name}: scale {n}: " + ", ".join(f"{k}={res.get(k)}" for k in (
+                "ok", "opened", "handshakes_per_s", "bytes_per_session", "p50_us", "p99_us",
+                "p999_us", "extra_upgraded", "extra_refused", "extra_silent", "untouched_failed",
+                "error")))
+        finally:
+            stop(proc)
+            CHILDREN.remove(proc)
+            time.sleep(1.0)
+
+
+def report_scale(results, peers):
+    S = results.get("scale_case", {})
+    sc = results["plan"]["scale"]
+    shown = [p for p in peers if p in SCALE_PEERS]
+    steps = sc["steps"]
+    out = (f"One worker on core 1 per peer, a fresh process per step; every "
+           f"{sc['live_every']}th session sends {sc['messages']} messages of {sc['size']} B (one in "
+           f"flight) while the others stay silent; at {steps[-1]} sessions, {sc['extra']} more "
+           f"connections try to open while all are held (upgraded / refused: closed, reset or an "
+           f"HTTP error / silent: no answer within 3 s). Open-file limit {results['machine']['nofile']} "
+           f"per process.\n\n"
+           "| measure | " + " | ".join(shown) + " |\n|---|" + "---|" * len(shown) + "\n")
+
+    def get(p, n, k):
+        res = (S.get(p) or {}).get(str(n)) or {}
+        return res.get(k)
+
+    def row(label, n, f):
+        cells = []
+        for p in shown:
+            if (S.get(p) or {}).get("skipped"):
+                cells.append(f"n/a: {S[p]['skipped']}")
+                continue
+            res = (S.get(p) or {}).get(str(n))
+            if not res or res.get("mode") != "scale":
+                cells.append("failed: " + str((res or {}).get("error", "no result"))[:60])
+                continue
+            cells.append(f(res))
+        return f"| {label} | " + " | ".join(cells) + " |\n"
+
+    for n in steps:
+        out += row(f"{n}: sessions opened", n, lambda res, n=n: f"{res['opened']} of {n}")
+        out += row(f"{n}: handshakes/s while opening", n, lambda res: fmt(res["handshakes_per_s"]))
+        out += row(f"{n}: RSS bytes/session", n, lambda res: fmt(float(res["bytes_per_session"])))
+        out += row(f"{n}: live p50 / p99 / p99.9 µs", n, lambda res: " / ".join(
+            fmt(float(res[k])) if res.get(k) is not None else "—" for k in ("p50_us", "p99_us", "p999_us")))
+        out += row(f"{n}: live proxy CPU µs/msg", n, lambda res: fmt(per_unit_us(res, "messages")))
+    n = steps[-1]
+    out += row(f"{n} + {sc['extra']}: upgraded / refused / silent", n,
+               lambda res: f"{res['extra_upgraded']} / {res['extra_refused']} / {res['extra_silent']}")
+    out += row(f"{n}: held sessions failing a round trip afterwards", n, lambda res: str(res["untouched_failed"]))
+    return out
+
+
 # ---------------------------------------------------------------- control plane
 
 
@@ -816,7 +1007,7 @@ def reload_latency(d, n_reloads, listen_port):
     admin = 18116
     p = spawn([WSGATE, "run", "--config", d, "--bind", "127.0.0.1", "--http-port", str(listen_port),
                "--admin-port", str(admin), "--log-level", "warn", "--log-format", "text"], PROXY_CORE,
-              {"TOKIO_WORKER_THREADS": "1"}, os.path.join(d, "..", os.path.basename(d) + "-wsgate.log"))
+              {"WSGATE_WORKERS": "1"}, os.path.join(d, "..", os.path.basename(d) + "-wsgate.log"))
     out = []
     try:
         ready = False
@@ -1114,7 +1305,8 @@ def main():
     ap.add_argument("--skip-control-plane", action="store_true")
     ap.add_argument("--cases", default=",".join(CASES),
                     help="comma list of: main (the per-peer cases of the big table), h2 (HTTP/2 vs "
-                         "HTTP/1.1, RFC 8441), cp (control plane); default all")
+                         "HTTP/1.1, RFC 8441), cp (control plane), w2 (two workers per proxy), "
+                         "scale (sessions at the open-file limit); default all")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
     mode = "quick" if a.quick else "full"
@@ -1151,6 +1343,16 @@ def main():
             for p in peers:
                 log(f"--- {p}: HTTP/2 case")
                 measure_h2(p, plan, results, workdir)
+        if "w2" in cases:
+            for p in peers:
+                if p in W2_PEERS:
+                    log(f"--- {p}: two workers")
+                    measure_w2(p, plan, results, workdir)
+        if "scale" in cases:
+            for p in peers:
+                if p in SCALE_PEERS:
+                    log(f"--- {p}: sessions at the limit")
+                    measure_scale(p, plan, results, workdir)
         if "cp" in cases:
             control_plane(plan, results, workdir)
         stop(backend)
@@ -1178,6 +1380,14 @@ def main():
                "Background load just before each peer (both cores, %): "
                + ", ".join(f"{p} {H[p].get('busy_before_pct', 'n/a')}" for p in H if not H[p].get("skipped"))
                + "\n\n" + report_h2(results, peers))
+    if "w2" in cases:
+        W = results.get("w2_case", {})
+        md += ("\n### Two workers\n\n"
+               "Background load just before each peer (both cores, %): "
+               + ", ".join(f"{p} {W[p].get('busy_before_pct', 'n/a')}" for p in W if not W[p].get("skipped"))
+               + "\n\n" + report_w2(results, peers))
+    if "scale" in cases:
+        md += "\n### Sessions at the open-file limit\n\n" + report_scale(results, peers)
     # A subset of the cases gets its own files, so it never overwrites a whole run's results.
     stem = f"latest-{mode}" if all_cases else f"latest-{mode}-{'-'.join(cases)}"
     with open(os.path.join(a.out, f"{stem}.json"), "w") as f:

@@ -62,7 +62,7 @@ measure() {
 
 echo "| peer | instructions per plain HTTP request | instructions per WebSocket handshake |"
 echo "|---|---|---|"
-TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
+WSGATE_WORKERS=1 TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/wsgate.cg" "$wsgate" run --config "$work/wsgate" --bind 127.0.0.1 \
   --http-port 18125 --admin-port 18115 --log-level warn --log-format text >"$work/wsgate.log" 2>&1 &
 wp=$!; pids+=($wp)

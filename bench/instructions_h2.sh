@@ -46,7 +46,7 @@ run() {
   local peer=$1 port=$2 transport=$3 n=$4 out="$work/$1-$3-$4.cg" p
   if [ "$peer" = wsgate ]; then
     # shellcheck disable=SC2046
-    TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+    WSGATE_WORKERS=1 TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
       "$wsgate" $(cat "$work/wsgate.cmd") >"$work/$peer.log" 2>&1 &
   else
     valgrind --tool=callgrind --callgrind-out-file="$out" \

@@ -205,6 +205,11 @@ pub struct RunArgs {
     /// Largest request body for non-WebSocket routes; 0 = unlimited; larger -> 413.
     #[arg(long, env = "WSGATE_MAX_BODY_BYTES", default_value_t = 0)]
     pub max_body_bytes: u64,
+    /// Worker threads that accept and serve connections, each with its own single-threaded
+    /// runtime and its own socket per listener port (`SO_REUSEPORT`); 0 = one per CPU available
+    /// to the process.
+    #[arg(long, env = "WSGATE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Open connections per listener; 0 = derived from the open-file limit.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: u64,
@@ -337,6 +342,8 @@ impl RunArgs {
                     max_pending_reset_streams: self.http2_max_pending_reset_streams,
                     max_local_error_resets: self.http2_max_local_error_resets,
                 },
+                // Runtimes exist only once the binary starts them (src/main.rs).
+                workers: Default::default(),
             },
             admin_port: self.admin_port,
             shutdown_drain: self.shutdown_drain,

@@ -55,7 +55,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             accept_delay
         );
     }
-    let run = args.run_config();
+    let mut run = args.run_config();
+    let workers = match args.workers {
+        0 => wsgate::proxy::default_worker_count(),
+        n => n,
+    };
+    // Kept until the end of `run`: dropping it stops and joins the worker threads.
+    let (handles, _worker_threads) =
+        wsgate::proxy::Workers::start(workers).context("cannot start the worker threads")?;
+    run.proxy.workers = handles;
     let Some(config) = args.config.clone() else {
         let cfg = wsgate::controller::ControllerConfig {
             run,
@@ -99,7 +107,9 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             let args = *args;
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
+            // Single-threaded: this runtime is worker 0 and runs the control plane; `run`
+            // starts the other workers (src/proxy/workers.rs says why not tokio's scheduler).
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

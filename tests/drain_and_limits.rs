@@ -90,6 +90,8 @@ async fn sigterm_drains_sessions_and_in_flight_http_then_exits() {
             &admin.to_string(),
         ])
         .args(["--shutdown-drain", "6s", "--log-level", "warn"])
+        // Sessions on every worker get their 1001 (src/proxy/workers.rs).
+        .args(["--workers", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -108,6 +110,16 @@ async fn sigterm_drains_sessions_and_in_flight_http_then_exits() {
             "wsgate did not become ready"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    for worker in ["wsgate-worker-1", "wsgate-worker-2"] {
+        assert!(threads.iter().any(|t| t == worker), "{threads:?}");
     }
 
     let mut sessions = Vec::new();

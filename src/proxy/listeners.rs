@@ -6,12 +6,16 @@ use super::server::{self, Accepted};
 use super::state::Shared;
 use super::table::BindError;
 use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Pending connections per listening socket (tokio's `TcpListener::bind` uses the same).
+const BACKLOG: i32 = 1024;
 
 struct Running {
     addr: SocketAddr,
@@ -51,22 +55,31 @@ impl Listeners {
                 continue;
             }
             let addr = SocketAddr::new(self.shared.settings.bind, port);
-            match TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    let local = listener.local_addr().unwrap_or(addr);
-                    tracing::info!(port, %local, "listening");
+            let workers = self.shared.settings.workers.handles();
+            match bind(addr, workers.len()) {
+                Ok(sockets) => {
+                    let local = sockets[0].local_addr().unwrap_or(addr);
+                    tracing::info!(port, %local, workers = workers.len(), "listening");
                     let cancel = CancellationToken::new();
                     let capacity = match self.shared.settings.max_connections {
                         0 => self.shared.capacity.clone(),
                         n => Arc::new(Capacity::new(n)),
                     };
-                    tokio::spawn(accept_loop(
-                        listener,
-                        port,
-                        self.shared.clone(),
-                        cancel.clone(),
-                        capacity,
-                    ));
+                    for (socket, worker) in sockets.into_iter().zip(workers) {
+                        let (shared, cancel, capacity) =
+                            (self.shared.clone(), cancel.clone(), capacity.clone());
+                        // Registered with the worker's own I/O driver, inside its runtime.
+                        worker.spawn(async move {
+                            match TcpListener::from_std(socket) {
+                                Ok(listener) => {
+                                    accept_loop(listener, port, shared, cancel, capacity).await
+                                }
+                                Err(e) => {
+                                    tracing::error!(port, error = %e, "cannot register listener")
+                                }
+                            }
+                        });
+                    }
                     running.insert(
                         port,
                         Running {
@@ -97,6 +110,32 @@ impl Listeners {
             r.cancel.cancel();
         }
     }
+}
+
+/// Listening sockets for `addr`, one per worker. With several workers each gets its own socket
+/// on the same port (`SO_REUSEPORT`: the kernel spreads connections over them, and a worker never
+/// wakes for a connection another one takes); port 0 binds the first and reuses its port. Either
+/// all bind or none stays open.
+fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut sockets: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    let mut at = addr;
+    for _ in 0..workers.max(1) {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        // As tokio's own bind: a restarted process binds while old connections sit in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        if workers > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        if at.port() == 0 {
+            at = listener.local_addr()?;
+        }
+        sockets.push(listener);
+    }
+    Ok(sockets)
 }
 
 async fn accept_loop(
@@ -161,5 +200,34 @@ async fn accept_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_worker_gets_a_socket_on_the_same_port() {
+        let sockets = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_port_held_by_another_socket_is_an_error_and_nothing_stays_open() {
+        // A plain socket without SO_REUSEPORT: the kernel refuses every other bind of the port.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert!(bind(addr, 2).is_err());
+        assert!(bind(addr, 1).is_err());
+        drop(taken);
+        // Nothing of the failed attempts holds the port.
+        assert_eq!(bind(addr, 2).unwrap().len(), 2);
     }
 }

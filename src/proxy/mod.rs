@@ -44,11 +44,13 @@ mod tls;
 mod upstream;
 mod websocket;
 pub mod wire;
+mod workers;
 
 pub use settings::{Http2Settings, ProxySettings};
 pub use state::MAX_PENDING_HANDSHAKES;
 pub use table::BindError;
 pub use websocket::gate::{GateError, accept_key, check_client};
+pub use workers::{WorkerThreads, Workers, default_count as default_worker_count};
 
 use crate::ir::RouteTable;
 use crate::metrics::Metrics;

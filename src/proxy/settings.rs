@@ -43,6 +43,9 @@ pub struct ProxySettings {
     pub max_ejection_percent: u8,
     /// `--http2*`: HTTP/2 on client connections and its limits.
     pub http2: Http2Settings,
+    /// `--workers`: the runtimes that accept and serve connections (default: the one the proxy
+    /// runs on).
+    pub workers: super::Workers,
 }
 
 /// HTTP/2 on client connections (`--http2*` flags, see `docs/http2.md`).
@@ -102,6 +105,7 @@ impl Default for ProxySettings {
             allow_underscore_headers: false,
             max_ejection_percent: 50,
             http2: Http2Settings::default(),
+            workers: super::Workers::default(),
         }
     }
 }

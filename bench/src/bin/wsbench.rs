@@ -10,6 +10,12 @@
 //!   churn   exactly H handshakes (connect, upgrade, close handshake, EOF) with C workers
 //!   idle    opens sessions up to each step (e.g. 1000,5000,9000), each with one echo round trip,
 //!           then holds them silent and reads the proxy's RSS after a settle time
+//!   scale   opens N sessions (--sessions; handshake rate over the whole opening), one echo each,
+//!           reads RSS; then every K-th session (--live-every) exchanges M messages of S bytes
+//!           while the rest stay silent (latency of that live traffic); then --extra more
+//!           connections past the proxy's limit, each classified as upgraded, refused (connect
+//!           error, reset, EOF or a status other than 101) or silent (no answer within 3 s);
+//!           finally one round trip on every held session (were they untouched?)
 //!
 //! Common flags: --target IP:PORT --host H --path P --pids PID,PID --deadline SECS
 //!               --src-ips 127.0.0.2,127.0.0.3 (client source addresses, round-robin)
@@ -167,8 +173,19 @@ fn main() {
             }
             "churn" => churn(&c, a.n("total", 1000), a.n("concurrency", 10) as usize).await,
             "idle" => idle(&c, a.list("steps"), a.n("settle-ms", 2000)).await,
+            "scale" => {
+                let plan = ScalePlan {
+                    sessions: a.n("sessions", 1000) as usize,
+                    live_every: a.n("live-every", 100).max(1) as usize,
+                    size: a.n("size", 64) as usize,
+                    messages: a.n("messages", 100),
+                    extra: a.n("extra", 0) as usize,
+                    settle_ms: a.n("settle-ms", 2000),
+                };
+                scale(&c, plan).await
+            }
             _ => {
-                eprintln!("usage: wsbench verify|echo|churn|idle [--flag value]...");
+                eprintln!("usage: wsbench verify|echo|churn|idle|scale [--flag value]...");
                 std::process::exit(2);
             }
         }
@@ -627,4 +644,204 @@ async fn idle(c: &Common, steps: Vec<usize>, settle_ms: u64) -> String {
     );
     drop(held);
     out
+}
+
+/// What `scale` does (see the module comment).
+struct ScalePlan {
+    sessions: usize,
+    live_every: usize,
+    size: usize,
+    messages: u64,
+    extra: usize,
+    settle_ms: u64,
+}
+
+/// How one connection attempt past the limit ended.
+enum Extra {
+    Upgraded(TcpStream, Vec<u8>),
+    Refused,
+    Silent,
+}
+
+async fn try_extra(c: &Common, i: usize) -> Extra {
+    let within = Duration::from_secs(3);
+    let attempt = async {
+        let mut rng = Rng::new(900_000 + i as u64);
+        let Ok(mut s) = connect_from(c.src(i), c.target).await else {
+            return Extra::Refused;
+        };
+        match client_handshake(&mut s, &c.host, &c.path, &mut rng).await {
+            Ok(left) => Extra::Upgraded(s, left),
+            Err(_) => Extra::Refused,
+        }
+    };
+    tokio::time::timeout(within, attempt)
+        .await
+        .unwrap_or(Extra::Silent)
+}
+
+/// One round trip on each of `held`, concurrently; returns the sessions that echoed and the
+/// count that failed.
+async fn echo_each(
+    held: Vec<(TcpStream, Vec<u8>)>,
+    seed: u64,
+) -> (Vec<(TcpStream, Vec<u8>)>, usize) {
+    let mut tasks = Vec::with_capacity(held.len());
+    for (i, (mut s, l)) in held.into_iter().enumerate() {
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut rng = Rng::new(seed + i as u64);
+            let mut r = FrameReader::new(256);
+            r.preload(&l);
+            let p = [0x3Cu8; 64];
+            let ok = tokio::time::timeout(
+                Duration::from_secs(10),
+                round_trip(&mut s, &mut r, op::BINARY, &p, &mut rng),
+            )
+            .await;
+            match ok {
+                Ok(Ok(g)) if g == p => Some((s, Vec::new())),
+                _ => None,
+            }
+        }));
+    }
+    let (mut ok, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await {
+            Ok(Some(x)) => ok.push(x),
+            _ => failed += 1,
+        }
+    }
+    (ok, failed)
+}
+
+async fn scale(c: &Common, plan: ScalePlan) -> String {
+    let base = rss_kib(&c.pids);
+    let t0 = Instant::now();
+    let opened = tokio::time::timeout(c.deadline, connect_many(c, plan.sessions, 0))
+        .await
+        .unwrap_or_default();
+    let open_s = t0.elapsed().as_secs_f64();
+    let opened_n = opened.len();
+    let handshakes_per_s = opened.len() as f64 / open_s.max(1e-9);
+    let (held, first_failed) = echo_each(opened, 10_000).await;
+    tokio::time::sleep(Duration::from_millis(plan.settle_ms)).await;
+    let rss = rss_kib(&c.pids);
+    let per_session = if held.is_empty() {
+        0.0
+    } else {
+        (rss.saturating_sub(base)) as f64 * 1024.0 / held.len() as f64
+    };
+
+    // Live traffic on every K-th session while the others stay silent.
+    let mut live = Vec::new();
+    let mut quiet = Vec::new();
+    for (i, x) in held.into_iter().enumerate() {
+        if i % plan.live_every == 0 {
+            live.push(x);
+        } else {
+            quiet.push(x);
+        }
+    }
+    let live_n = live.len();
+    let hist_all = Rc::new(std::cell::RefCell::new(hist()));
+    let cpu0 = cpu_ticks(&c.pids);
+    let t_live = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut s, l) in live {
+        let h = hist_all.clone();
+        let (size, messages) = (plan.size, plan.messages);
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut r = FrameReader::new(size.max(256));
+            r.preload(&l);
+            let payload = vec![0xA5u8; size];
+            let frame = encode_frame(op::BINARY, &payload, Some([1, 2, 3, 4]));
+            for _ in 0..messages {
+                let sent = Instant::now();
+                if s.write_all(&frame).await.is_err() {
+                    note_error("scale: live write failed");
+                    return None;
+                }
+                match r.read_frame(&mut s, None).await {
+                    Ok(f) if f.opcode == op::BINARY => {
+                        let us = sent.elapsed().as_micros() as u64;
+                        let _ = h.borrow_mut().record(us.max(1));
+                        DONE.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        note_error("scale: live echo failed");
+                        return None;
+                    }
+                }
+            }
+            Some((s, Vec::new()))
+        }));
+    }
+    let mut live_back = Vec::new();
+    for t in tasks {
+        if let Ok(Some(x)) = t.await {
+            live_back.push(x);
+        }
+    }
+    let live_s = t_live.elapsed().as_secs_f64();
+    let live_cpu = cpu_ticks(&c.pids) - cpu0;
+    let live_msgs = DONE.load(Ordering::Relaxed);
+
+    // Past the limit: new connections, while every session is held.
+    let (mut upgraded, mut refused, mut silent) = (0usize, 0usize, 0usize);
+    let mut extras = Vec::new();
+    if plan.extra > 0 {
+        let mut tasks = Vec::new();
+        for i in 0..plan.extra {
+            let c2 = Common {
+                target: c.target,
+                host: c.host.clone(),
+                path: c.path.clone(),
+                pids: Vec::new(),
+                src_ips: c.src_ips.clone(),
+                deadline: c.deadline,
+                transport: c.transport,
+            };
+            tasks.push(tokio::task::spawn_local(async move {
+                try_extra(&c2, plan_index(i)).await
+            }));
+        }
+        for t in tasks {
+            match t.await {
+                Ok(Extra::Upgraded(s, l)) => {
+                    upgraded += 1;
+                    extras.push((s, l));
+                }
+                Ok(Extra::Refused) => refused += 1,
+                Ok(Extra::Silent) | Err(_) => silent += 1,
+            }
+        }
+    }
+    // Were the sessions held before the extra attempts untouched?
+    let mut all: Vec<_> = live_back;
+    all.extend(quiet);
+    let held_n = all.len();
+    let (still, untouched_failed) = echo_each(all, 20_000).await;
+    let ok =
+        first_failed == 0 && untouched_failed == 0 && live_msgs == live_n as u64 * plan.messages;
+    let h = hist_all.borrow();
+    let out = format!(
+        "{{\"mode\":\"scale\",\"ok\":{ok},\"sessions\":{},\"opened\":{opened_n},\"first_echo_failed\":{first_failed},\
+         \"open_s\":{open_s:.3},\"handshakes_per_s\":{handshakes_per_s:.1},\"base_rss_kib\":{base},\
+         \"rss_kib\":{rss},\"bytes_per_session\":{per_session:.0},\"live_sessions\":{live_n},\
+         \"messages\":{live_msgs},\"live_s\":{live_s:.3},\"cpu_ticks\":{live_cpu},{},\
+         \"extra\":{},\"extra_upgraded\":{upgraded},\"extra_refused\":{refused},\"extra_silent\":{silent},\
+         \"held\":{held_n},\"untouched_failed\":{untouched_failed},\"errors\":{}}}",
+        plan.sessions,
+        hist_json(&h),
+        plan.extra,
+        ERRORS.load(Ordering::Relaxed)
+    );
+    drop(still);
+    drop(extras);
+    out
+}
+
+/// Extra attempts use connection indexes after the sessions' (other source ports/addresses).
+fn plan_index(i: usize) -> usize {
+    1_000_000 + i
 }

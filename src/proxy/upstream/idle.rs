@@ -20,6 +20,8 @@ struct Idle {
     since: Instant,
     /// The pool runtime that made the connection (its TLS settings).
     runtime: u64,
+    /// The worker whose I/O driver the socket is registered with.
+    worker: usize,
 }
 
 /// The idle stack of one endpoint.
@@ -29,15 +31,24 @@ pub(crate) struct IdleConns {
 }
 
 impl IdleConns {
-    /// The most recently parked live connection made by `runtime`, if any.
+    /// The most recently parked live connection made by `runtime` on the calling worker, if
+    /// any. Connections parked by other workers stay: their sockets belong to those workers' I/O
+    /// drivers, so using one here would route every readiness event through another thread.
     pub(crate) fn checkout(&self, runtime: u64) -> Option<BackendStream> {
+        let worker = crate::proxy::workers::current();
         let mut closed = Vec::new();
         let found = {
             let mut stack = self.stack.lock();
+            let mut at = stack.len();
             loop {
-                let Some(mut idle) = stack.pop() else {
+                if at == 0 {
                     break None;
-                };
+                }
+                at -= 1;
+                if stack[at].worker != worker {
+                    continue;
+                }
+                let mut idle = stack.remove(at);
                 if idle.runtime == runtime
                     && idle.since.elapsed() < IDLE_TIMEOUT
                     && still_open(&mut idle.io)
@@ -60,6 +71,7 @@ impl IdleConns {
                 io,
                 since: Instant::now(),
                 runtime,
+                worker: crate::proxy::workers::current(),
             });
         }
     }
