@@ -95,7 +95,7 @@ pub(crate) async fn open(
     let client_upgrade = hyper::upgrade::on(&mut req);
 
     let (mut parts, _body) = req.into_parts();
-    rewrite::request_head(&mut parts, &endpoint, f.host, f.conn);
+    let forwarding = rewrite::request_head(&mut parts, &endpoint, f.host, f.conn);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -114,6 +114,7 @@ pub(crate) async fn open(
     // whole exchange up to the response head.
     let ex = Exchange {
         endpoint: &lease.0,
+        forwarding: &forwarding,
         runtime: &f.pool.runtime,
         upgrade: true,
         request_timeout: settings
