@@ -157,7 +157,9 @@ pub(crate) async fn open(
     f.conn.send_deadline.disarm();
     let session = Session::new(f.route, f.conn, &endpoint, settings, started, (lease, slot));
     let backend = peer::Peer::backend(io, leftover.freeze());
-    tokio::spawn(async move {
+    // Boxed: the session's future is large and `tokio::spawn` moves it several times (see
+    // `server::serve`).
+    tokio::spawn(Box::pin(async move {
         let client = match client_upgrade.await {
             Ok(upgraded) => peer::Peer::client(upgraded),
             Err(e) => {
@@ -166,7 +168,7 @@ pub(crate) async fn open(
             }
         };
         session::run(client, backend, session).await;
-    });
+    }));
     Ok((client_resp, Some(endpoint)))
 }
 
