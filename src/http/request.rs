@@ -153,6 +153,13 @@ pub fn check<'a>(
 
 /// Checks `Transfer-Encoding` and `Content-Length`; returns whether the request has a body.
 fn check_framing(version: Version, headers: &HeaderMap) -> Result<bool, HeadError> {
+    // Most requests (GET) have neither header: one pass over the names present settles that
+    // without the two hashed lookups below.
+    let framed =
+        |k: &header::HeaderName| *k == header::TRANSFER_ENCODING || *k == header::CONTENT_LENGTH;
+    if !headers.keys().any(framed) {
+        return Ok(false);
+    }
     // Looked up once: the "present but empty" check below reuses the lookup.
     let te = headers.get_all(header::TRANSFER_ENCODING);
     let mut codings = te

@@ -71,17 +71,27 @@ fn fresh() -> [u8; 32] {
     out
 }
 
-fn hex(mut v: u64, out: &mut [u8]) {
+/// `v` as 16 lower-case hex digits into `out`, a byte (two digits) at a time.
+fn hex(v: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_digits_in_order() {
+        let mut out = [0u8; 16];
+        hex(0x0123_4567_89ab_cdef, &mut out);
+        assert_eq!(&out, b"0123456789abcdef");
+        hex(0xf, &mut out);
+        assert_eq!(&out, b"000000000000000f");
+    }
 
     #[test]
     fn made_here_unless_a_trusted_proxy_sent_one() {

@@ -123,21 +123,27 @@ pub(crate) fn parse_response(
     // request on the client connection, and the proxy adds a few headers to each request; a
     // map this size does not grow (rehash) on every request.
     let mut headers = HeaderMap::with_capacity(parsed.headers.len().max(RECYCLED_CAPACITY));
+    // Which framing-related names appear is noted on the way (a comparison of the parsed
+    // name), so that the usual response needs no lookup for them afterwards.
+    let (mut has_te, mut has_connection) = (false, false);
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::Invalid(format!("header name {:?}", h.name)))?;
         let value = HeaderValue::from_bytes(h.value)
             .map_err(|_| HeadError::Invalid(format!("value of header {:?}", h.name)))?;
+        has_te |= name == header::TRANSFER_ENCODING;
+        has_connection |= name == header::CONNECTION;
         headers.append(name, value);
     }
-    let (framing, framing_reusable) = framing(method, status, &headers)?;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let (framing, framing_reusable) = framing(method, status, &headers, has_te)?;
+    if has_te {
         // The body reaches the client de-chunked and re-framed by hyper: a Content-Length sent
         // beside Transfer-Encoding would not describe it (RFC 9112 6.3: Transfer-Encoding wins).
         headers.remove(header::CONTENT_LENGTH);
     }
     buf.advance(len);
-    let close = super::super::headers::has_token(&headers, header::CONNECTION, "close");
+    let close =
+        has_connection && super::super::headers::has_token(&headers, header::CONNECTION, "close");
     let keep_alive = version == Version::HTTP_11 && !close && framing_reusable;
     Ok(Some(ResponseHead {
         status,
@@ -147,11 +153,13 @@ pub(crate) fn parse_response(
     }))
 }
 
-/// The body framing of a response, and whether it leaves the connection reusable.
+/// The body framing of a response, and whether it leaves the connection reusable. `has_te`:
+/// whether `headers` has `Transfer-Encoding`.
 fn framing(
     method: &Method,
     status: StatusCode,
     headers: &HeaderMap,
+    has_te: bool,
 ) -> Result<(Framing, bool), HeadError> {
     if method == Method::HEAD
         || status.is_informational()
@@ -160,7 +168,7 @@ fn framing(
     {
         return Ok((Framing::Empty, true));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if has_te {
         let codings: Vec<&str> = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
