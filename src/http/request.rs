@@ -153,8 +153,16 @@ pub fn check<'a>(
 
 /// Checks `Transfer-Encoding` and `Content-Length`; returns whether the request has a body.
 fn check_framing(version: Version, headers: &HeaderMap) -> Result<bool, HeadError> {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
+    // Most requests (GET) have neither header: one pass over the names present settles that
+    // without the two hashed lookups below.
+    let framed =
+        |k: &header::HeaderName| *k == header::TRANSFER_ENCODING || *k == header::CONTENT_LENGTH;
+    if !headers.keys().any(framed) {
+        return Ok(false);
+    }
+    // Looked up once: the "present but empty" check below reuses the lookup.
+    let te = headers.get_all(header::TRANSFER_ENCODING);
+    let mut codings = te
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|t| t.trim_ascii())
@@ -179,7 +187,7 @@ fn check_framing(version: Version, headers: &HeaderMap) -> Result<bool, HeadErro
             ));
         }
         true
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if te.iter().next().is_some() {
         // Present but empty.
         return Err(HeadError::BadTransferEncoding);
     } else {
@@ -248,10 +256,15 @@ pub fn parse_authority(s: &str) -> Result<(String, Option<u16>), HeadError> {
     };
     let bracketed = s.starts_with('[');
     if !bracketed {
-        let name_ok = host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-        if !name_ok || host.len() > 254 || host.contains("..") || host.starts_with('.') {
+        // One pass: the allowed characters and no empty label (`..`); no substring search.
+        let mut prev = 0u8;
+        let name_ok = host.bytes().all(|b| {
+            let ok = (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+                && !(b == b'.' && prev == b'.');
+            prev = b;
+            ok
+        });
+        if !name_ok || host.len() > 254 || host.starts_with('.') {
             return Err(bad());
         }
     }

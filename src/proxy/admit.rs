@@ -99,10 +99,13 @@ pub(crate) fn admit<B>(req: &mut Request<B>, ctx: &ConnCtx) -> Result<Admitted, 
     let peer_trusted = trusted.iter().any(|n| n.contains(&peer));
     if peer_trusted {
         let client = client_ip(peer, headers, trusted).to_string();
-        set_identity(headers, &client, true);
+        // An address's text is always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&client) {
+            set_identity(headers, v, true);
+        }
     } else {
-        // The common case: the peer is the client; its text is formatted once per connection.
-        set_identity(headers, ctx.client.peer_text(), false);
+        // The common case: the peer is the client; its value is formatted once per connection.
+        set_identity(headers, ctx.client.peer_value(), false);
     }
     Ok(Admitted {
         host,

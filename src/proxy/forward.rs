@@ -174,9 +174,10 @@ async fn upstream(
         usize::try_from(max_body).unwrap_or(usize::MAX)
     };
     let body = Limited::new(body, limit);
-    rewrite::request_head(&mut parts, endpoint, f.host, f.conn);
+    let forwarding = rewrite::request_head(&mut parts, endpoint, f.host, f.conn);
     let ex = Exchange {
         endpoint: &lease.0,
+        forwarding: &forwarding,
         runtime: &f.pool.runtime,
         upgrade: false,
         request_timeout: f

@@ -3,22 +3,23 @@
 
 use super::ProxyBody;
 use super::context::ConnCtx;
-use super::headers::{set_forwarding, strip_hop_by_hop};
+use super::headers::{Forwarding, set_forwarding, strip_hop_by_hop};
 use super::upstream::{BackendBody, ResponseHead};
 use http::{HeaderValue, Response, Version, header};
 use http_body_util::Either;
 
-/// Rewrites a client request head for the backend: hop-by-hop headers out, forwarding headers in,
-/// a `Host` when the client sent none. The request target stays as the client sent it (only its
-/// path and query are written).
+/// Rewrites a client request head for the backend: hop-by-hop headers out, a `Host` when the
+/// client sent none; returns the forwarding headers, which the backend head carries after the
+/// request's own. The request target stays as the client sent it (only its path and query are
+/// written).
 pub(crate) fn request_head(
     parts: &mut http::request::Parts,
     endpoint: &str,
     host: &str,
     ctx: &ConnCtx,
-) {
+) -> Forwarding {
     strip_hop_by_hop(&mut parts.headers);
-    set_forwarding(
+    let forwarding = set_forwarding(
         &mut parts.headers,
         &ctx.client,
         host,
@@ -30,6 +31,7 @@ pub(crate) fn request_head(
         parts.headers.insert(header::HOST, v);
     }
     parts.version = Version::HTTP_11;
+    forwarding
 }
 
 /// The client response for a backend response head and its body.

@@ -33,7 +33,23 @@ pub(crate) struct Accepted {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve<IO>(stream: IO, accepted: Accepted, shared: Arc<Shared>)
+///
+/// Boxed: the connection's future (hyper's connection state and the request in flight) is
+/// several kilobytes, and `tokio::spawn` moves a future several times while it sets up and
+/// finishes the task (about 4k instructions per connection in memory copies); a box moves
+/// as a pointer.
+pub(crate) fn serve<IO>(
+    stream: IO,
+    accepted: Accepted,
+    shared: Arc<Shared>,
+) -> Pin<Box<impl Future<Output = ()> + Send>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(serve_connection(stream, accepted, shared))
+}
+
+async fn serve_connection<IO>(stream: IO, accepted: Accepted, shared: Arc<Shared>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

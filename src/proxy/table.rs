@@ -137,8 +137,13 @@ impl ActiveTable {
         facts: &crate::ir::RequestFacts<'_>,
     ) -> Option<Routed<'_>> {
         let (route, backend) = self.ir.route_request(port, host, path, Some(facts))?;
-        // A weighted split picks per request; without one this is `route.backend`.
-        let index = route.pick_backend(rand::random());
+        // A weighted split picks per request; without one this is `route.backend` (and no
+        // random number is drawn).
+        let index = if route.split.is_some() {
+            route.pick_backend(rand::random())
+        } else {
+            route.backend
+        };
         let backend = self.ir.backends.get(index).unwrap_or(backend);
         Some(Routed {
             route,

@@ -2,6 +2,7 @@
 
 use super::body::{BackendBody, Home};
 use super::head::{self, HeadError, RequestBody, ResponseHead};
+use crate::proxy::headers::Forwarding;
 use crate::proxy::pools::{EndpointState, PoolRuntime};
 use crate::proxy::tls::BackendStream;
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,8 @@ const COALESCE: usize = 8 * 1024;
 /// Where and how a request goes.
 pub(crate) struct Exchange<'a> {
     pub(crate) endpoint: &'a Arc<EndpointState>,
+    /// The forwarding headers, written after the request's own.
+    pub(crate) forwarding: &'a Forwarding,
     pub(crate) runtime: &'a PoolRuntime,
     /// `true` for a WebSocket handshake: a fresh connection, kept as a stream on a 101.
     pub(crate) upgrade: bool,
@@ -106,7 +109,7 @@ where
         &mut head_buf,
         &parts.method,
         target,
-        &parts.headers,
+        (&parts.headers, ex.forwarding),
         framing,
     );
 

@@ -1,11 +1,14 @@
 //! Request heads as written to a backend, response heads as read from it, and the framing of a
 //! response body (RFC 9112 section 6.3).
 
+use crate::proxy::headers::Forwarding;
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 
 /// Most header lines accepted in a backend response head.
 const MAX_HEADERS: usize = 128;
+/// Smallest capacity of a response's header map (see [`parse_response`]).
+const RECYCLED_CAPACITY: usize = 12;
 /// Largest backend response head.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -20,16 +23,18 @@ pub(crate) enum RequestBody {
     Chunked,
 }
 
-/// Appends `METHOD target HTTP/1.1`, the headers, and the framing header for `body`.
+/// Appends `METHOD target HTTP/1.1`, the headers, the forwarding headers, and the framing header
+/// for `body`.
 pub(crate) fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    (headers, forwarding): (&HeaderMap, &Forwarding),
     body: RequestBody,
 ) {
     let size = headers
         .iter()
+        .chain(forwarding.lines())
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>();
     out.reserve(method.as_str().len() + target.len() + size + 40);
@@ -37,7 +42,7 @@ pub(crate) fn encode_request(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(forwarding.lines()) {
         if body != RequestBody::Length && name == header::CONTENT_LENGTH {
             continue;
         }
@@ -114,22 +119,31 @@ pub(crate) fn parse_response(
     } else {
         Version::HTTP_10
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for a typical request too: hyper keeps a response's map, emptied, for the next
+    // request on the client connection, and the proxy adds a few headers to each request; a
+    // map this size does not grow (rehash) on every request.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len().max(RECYCLED_CAPACITY));
+    // Which framing-related names appear is noted on the way (a comparison of the parsed
+    // name), so that the usual response needs no lookup for them afterwards.
+    let (mut has_te, mut has_connection) = (false, false);
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::Invalid(format!("header name {:?}", h.name)))?;
         let value = HeaderValue::from_bytes(h.value)
             .map_err(|_| HeadError::Invalid(format!("value of header {:?}", h.name)))?;
+        has_te |= name == header::TRANSFER_ENCODING;
+        has_connection |= name == header::CONNECTION;
         headers.append(name, value);
     }
-    let (framing, framing_reusable) = framing(method, status, &headers)?;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let (framing, framing_reusable) = framing(method, status, &headers, has_te)?;
+    if has_te {
         // The body reaches the client de-chunked and re-framed by hyper: a Content-Length sent
         // beside Transfer-Encoding would not describe it (RFC 9112 6.3: Transfer-Encoding wins).
         headers.remove(header::CONTENT_LENGTH);
     }
     buf.advance(len);
-    let close = super::super::headers::has_token(&headers, header::CONNECTION, "close");
+    let close =
+        has_connection && super::super::headers::has_token(&headers, header::CONNECTION, "close");
     let keep_alive = version == Version::HTTP_11 && !close && framing_reusable;
     Ok(Some(ResponseHead {
         status,
@@ -139,11 +153,13 @@ pub(crate) fn parse_response(
     }))
 }
 
-/// The body framing of a response, and whether it leaves the connection reusable.
+/// The body framing of a response, and whether it leaves the connection reusable. `has_te`:
+/// whether `headers` has `Transfer-Encoding`.
 fn framing(
     method: &Method,
     status: StatusCode,
     headers: &HeaderMap,
+    has_te: bool,
 ) -> Result<(Framing, bool), HeadError> {
     if method == Method::HEAD
         || status.is_informational()
@@ -152,7 +168,7 @@ fn framing(
     {
         return Ok((Framing::Empty, true));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if has_te {
         let codings: Vec<&str> = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -222,16 +238,40 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("a.example"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         let mut out = Vec::new();
-        encode_request(&mut out, &Method::POST, "/x?y=1", &h, RequestBody::Length);
+        let none = Forwarding::default();
+        encode_request(
+            &mut out,
+            &Method::POST,
+            "/x?y=1",
+            (&h, &none),
+            RequestBody::Length,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /x?y=1 HTTP/1.1\r\nhost: a.example\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = Vec::new();
-        encode_request(&mut out, &Method::POST, "/", &h, RequestBody::Chunked);
+        encode_request(
+            &mut out,
+            &Method::POST,
+            "/",
+            (&h, &none),
+            RequestBody::Chunked,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST / HTTP/1.1\r\nhost: a.example\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        // The forwarding headers follow the request's own.
+        let client = crate::proxy::headers::ClientInfo::new([192, 0, 2, 1].into(), true);
+        let fwd = crate::proxy::headers::set_forwarding(&mut h, &client, "a.example", &[]);
+        let mut out = Vec::new();
+        encode_request(&mut out, &Method::GET, "/", (&h, &fwd), RequestBody::None);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: a.example\r\nx-forwarded-for: 192.0.2.1\r\n\
+             forwarded: for=192.0.2.1;proto=https;host=\"a.example\"\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: a.example\r\n\r\n"
         );
     }
 

@@ -55,6 +55,17 @@ impl GateError {
 /// `Upgrade` tokens (h2c, ...) are stripped and the request is proxied as plain HTTP.
 pub fn is_websocket_attempt<B>(req: &Request<B>) -> bool {
     let h = req.headers();
+    // Every request asks this: one pass over the names present first (a comparison each),
+    // three hashed lookups only when one of the names is there.
+    let named = |k: &header::HeaderName| {
+        matches!(
+            k.as_str(),
+            "upgrade" | "sec-websocket-key" | "sec-websocket-version"
+        )
+    };
+    if !h.keys().any(named) {
+        return false;
+    }
     has_token(h, header::UPGRADE, "websocket")
         || h.contains_key(header::SEC_WEBSOCKET_KEY)
         || h.contains_key(header::SEC_WEBSOCKET_VERSION)
@@ -210,6 +221,21 @@ mod tests {
         let key = fresh_key();
         assert_eq!(STANDARD.decode(&key).map(|k| k.len()), Ok(16));
         assert_ne!(key, fresh_key(), "keys are random");
+    }
+
+    #[test]
+    fn attempts_are_recognised_by_any_handshake_header() {
+        let attempt = |f: fn(http::request::Builder) -> http::request::Builder| {
+            is_websocket_attempt(&f(Request::get("/")).body(()).unwrap())
+        };
+        assert!(attempt(|b| b.header("upgrade", "WebSocket")));
+        assert!(attempt(|b| b.header("upgrade", "h2c, websocket")));
+        assert!(attempt(|b| b.header("sec-websocket-key", "x")));
+        assert!(attempt(|b| b.header("sec-websocket-version", "13")));
+        assert!(!attempt(|b| b.header("upgrade", "h2c")));
+        assert!(!attempt(|b| b.header("connection", "upgrade")));
+        assert!(!attempt(|b| b.header("host", "a")));
+        assert!(is_websocket_attempt(&req(|b| b)));
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub(crate) async fn open(
     let client_upgrade = hyper::upgrade::on(&mut req);
 
     let (mut parts, _body) = req.into_parts();
-    rewrite::request_head(&mut parts, &endpoint, f.host, f.conn);
+    let forwarding = rewrite::request_head(&mut parts, &endpoint, f.host, f.conn);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -114,6 +114,7 @@ pub(crate) async fn open(
     // whole exchange up to the response head.
     let ex = Exchange {
         endpoint: &lease.0,
+        forwarding: &forwarding,
         runtime: &f.pool.runtime,
         upgrade: true,
         request_timeout: settings
@@ -156,7 +157,9 @@ pub(crate) async fn open(
     f.conn.send_deadline.disarm();
     let session = Session::new(f.route, f.conn, &endpoint, settings, started, (lease, slot));
     let backend = peer::Peer::backend(io, leftover.freeze());
-    tokio::spawn(async move {
+    // Boxed: the session's future is large and `tokio::spawn` moves it several times (see
+    // `server::serve`).
+    tokio::spawn(Box::pin(async move {
         let client = match client_upgrade.await {
             Ok(upgraded) => peer::Peer::client(upgraded),
             Err(e) => {
@@ -165,7 +168,7 @@ pub(crate) async fn open(
             }
         };
         session::run(client, backend, session).await;
-    });
+    }));
     Ok((client_resp, Some(endpoint)))
 }
 
