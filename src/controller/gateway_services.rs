@@ -167,7 +167,7 @@ pub fn differs(current: &Service, wanted: &Service) -> bool {
 /// The addresses of a Service (load-balancer ingress, external IPs, else the cluster IP), or
 /// why there are none yet.
 fn outcome_of(svc: &Service) -> Outcome {
-    let addresses: Vec<String> = crate::controller::status::service_addresses(svc)
+    let addresses: Vec<String> = crate::controller::status::wanted::service_addresses(svc)
         .into_iter()
         .filter_map(|a| a.ip.or(a.hostname))
         .collect();

@@ -102,16 +102,46 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 #[derive(Debug, Default)]
 pub struct Forwarding {
     /// Values of `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`.
-    values: [Option<HeaderValue>; 4],
+    values: [Option<Value>; 4],
+}
+
+/// One forwarding value. They are only ever written into the backend's request head, so they
+/// stay text: turning each into a `HeaderValue` cost a validation pass, and for a built `String`
+/// a conversion into `Bytes`, on every request. Every value is checked to be a valid header
+/// value where it is made ([`is_header_value`]).
+#[derive(Debug)]
+enum Value {
+    /// The client address, formatted once per connection.
+    Peer(HeaderValue),
+    /// Built for this request.
+    Text(String),
+    /// `http` or `https`.
+    Static(&'static str),
+}
+
+impl Value {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Peer(v) => v.as_bytes(),
+            Value::Text(t) => t.as_bytes(),
+            Value::Static(t) => t.as_bytes(),
+        }
+    }
+}
+
+/// Whether `text` may be a header value as it is (`HeaderValue::from_str`'s rule: no CR, LF,
+/// DEL or other controls except tab; obs-text bytes are allowed).
+fn is_header_value(text: &str) -> bool {
+    text.bytes().all(|b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 impl Forwarding {
     /// The header lines, in order.
-    pub fn lines(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    pub fn lines(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
         FORWARDING
             .iter()
             .zip(self.values.iter())
-            .filter_map(|(n, v)| Some((n, v.as_ref()?)))
+            .filter_map(|(n, v)| Some((n, v.as_ref()?.as_bytes())))
     }
 }
 
@@ -210,21 +240,18 @@ pub fn set_forwarding(
             headers.remove(X_FORWARDED_HOST);
         }
     }
-    // A value built in a `String` becomes the header value without a copy.
-    let owned = |v: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok();
+    // The host was parsed as an authority before; checked again here because it is written
+    // into the backend's head as it is. Prior values were header values already.
+    let host_ok = is_header_value(host);
     Forwarding {
         values: [
-            match xff {
-                Some(xff) => owned(xff),
-                None => Some(client.peer_value()),
-            },
-            owned(fwd),
-            (!keep_proto).then(|| HeaderValue::from_static(proto)),
-            if keep_host {
-                None
-            } else {
-                HeaderValue::from_str(host).ok()
-            },
+            Some(match xff {
+                Some(xff) => Value::Text(xff),
+                None => Value::Peer(client.peer_value()),
+            }),
+            host_ok.then_some(Value::Text(fwd)),
+            (!keep_proto).then_some(Value::Static(proto)),
+            (!keep_host && host_ok).then(|| Value::Text(host.to_owned())),
         ],
     }
 }
@@ -422,7 +449,7 @@ mod tests {
         let client = ClientInfo::new("10.1.2.3".parse().unwrap(), false);
         let lines = |f: &Forwarding| -> Vec<(String, String)> {
             f.lines()
-                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .map(|(n, v)| (n.to_string(), String::from_utf8(v.to_vec()).unwrap()))
                 .collect()
         };
         let f = set_forwarding(&mut h, &client, "a.example", &[]);
@@ -456,6 +483,30 @@ mod tests {
             "a trusted proxy's scheme is kept"
         );
         assert!(!h.contains_key("x-forwarded-for"));
+    }
+
+    #[test]
+    fn forwarding_values_are_checked_like_header_values() {
+        for ok in [
+            "a.example",
+            "a.example:8080",
+            "[::1]:80",
+            "with space\tand tab",
+            "ünï",
+        ] {
+            assert!(is_header_value(ok), "{ok:?}");
+            assert_eq!(is_header_value(ok), HeaderValue::from_str(ok).is_ok());
+        }
+        for bad in ["a\r\nx: y", "a\nb", "nul\0", "del\x7f", "esc\x1b"] {
+            assert!(!is_header_value(bad), "{bad:?}");
+            assert_eq!(is_header_value(bad), HeaderValue::from_str(bad).is_ok());
+        }
+        // A host that could not be a header value never reaches the backend's head.
+        let client = ClientInfo::new("10.1.2.3".parse().unwrap(), true);
+        let f = set_forwarding(&mut HeaderMap::new(), &client, "a\r\nx: y", &[]);
+        let names: Vec<&str> = f.lines().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-forwarded-for", "x-forwarded-proto"]);
+        assert!(f.lines().all(|(_, v)| HeaderValue::from_bytes(v).is_ok()));
     }
 
     #[test]

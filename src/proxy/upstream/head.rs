@@ -32,9 +32,13 @@ pub(crate) fn encode_request(
     (headers, forwarding): (&HeaderMap, &Forwarding),
     body: RequestBody,
 ) {
-    let size = headers
-        .iter()
-        .chain(forwarding.lines())
+    let lines = || {
+        headers
+            .iter()
+            .map(|(k, v)| (k, v.as_bytes()))
+            .chain(forwarding.lines())
+    };
+    let size = lines()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>();
     out.reserve(method.as_str().len() + target.len() + size + 40);
@@ -42,13 +46,13 @@ pub(crate) fn encode_request(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers.iter().chain(forwarding.lines()) {
+    for (name, value) in lines() {
         if body != RequestBody::Length && name == header::CONTENT_LENGTH {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     if body == RequestBody::Chunked {
