@@ -763,6 +763,24 @@ def report_h2(results, peers):
     return out
 
 
+def start_verified(name, workdir, r, label, **start):
+    """Starts a fresh process of the peer and checks that it proxies; (proc, pids), or None with
+    the reason in r["skipped"] (the process then already stopped)."""
+    proc, why = start_peer(name, workdir, **start)
+    if proc is None:
+        r["skipped"] = why
+        return None
+    ok, what = verify(name, PORTS[name], BACKEND_ADDR[1])
+    r["verified"] = what if ok else None
+    if not ok:
+        r["skipped"] = "verification failed: " + what
+        log(f"{name}: {label}: VERIFICATION FAILED: {what}")
+        stop(proc)
+        CHILDREN.remove(proc)
+        return None
+    return proc, descendants(proc.pid)
+
+
 # ---------------------------------------------------------------- two workers
 
 
@@ -774,18 +792,11 @@ def measure_w2(name, plan, results, workdir):
         r["skipped"] = "not in this case"
         return
     port = PORTS[name]
-    proc, why = start_peer(name, workdir, workers=2, core=ALL_CORES)
-    if proc is None:
-        r["skipped"] = why
+    started = start_verified(name, workdir, r, "two workers", workers=2, core=ALL_CORES)
+    if started is None:
         return
+    proc, pids = started
     try:
-        ok, what = verify(name, port, BACKEND_ADDR[1])
-        r["verified"] = what if ok else None
-        if not ok:
-            r["skipped"] = "verification failed: " + what
-            log(f"{name}: two workers: VERIFICATION FAILED: {what}")
-            return
-        pids = descendants(proc.pid)
         r["pids"] = pids
         r["busy_before_pct"] = round(machine_busy(0.5), 1)
         w2 = plan["w2"]
@@ -873,16 +884,11 @@ def measure_scale(name, plan, results, workdir):
         return
     sc = plan["scale"]
     for n in sc["steps"]:
-        proc, why = start_peer(name, workdir)
-        if proc is None:
-            r["skipped"] = why
+        started = start_verified(name, workdir, r, f"scale {n}")
+        if started is None:
             return
+        proc, pids = started
         try:
-            ok, what = verify(name, PORTS[name], BACKEND_ADDR[1])
-            if not ok:
-                r["skipped"] = "verification failed: " + what
-                return
-            pids = descendants(proc.pid)
             r["busy_before_pct"] = round(machine_busy(0.5), 1)
             extra = sc["extra"] if n == sc["steps"][-1] else 0
             res = wsbench("scale", PORTS[name], pids, 240, sessions=n, live_every=sc["live_every"],

@@ -3,7 +3,8 @@
 //! object order, a port a Gateway's Service records is kept, a redirect names the listener port
 //! (not the pod port), and without the option (file mode) a listener port is the port bound.
 
-use wsgate::ir::RouteTable;
+use wsgate::ir::{Redirect, RouteTable};
+
 use wsgate::source::files;
 use wsgate::translate::gateway_ports::{GatewayPorts, PortRange, service_name};
 use wsgate::translate::{self, Options, Translated};
@@ -94,6 +95,21 @@ fn backends_on(table: &RouteTable, port: u16) -> Vec<String> {
         .flat_map(|v| v.routes.iter())
         .map(|r| table.backends[r.backend].id.to_string())
         .collect()
+}
+
+/// The redirect of the route served on `port`.
+fn redirect_on(t: &Translated, port: u16) -> Redirect {
+    let l = t
+        .table
+        .listeners
+        .iter()
+        .find(|l| l.port == port)
+        .expect("a listener on the port");
+    l.virtual_hosts
+        .iter()
+        .flat_map(|v| v.routes.iter())
+        .find_map(|r| r.filters.as_ref().and_then(|f| f.redirect.clone()))
+        .expect("the redirect route")
 }
 
 fn two_gateways() -> Vec<String> {
@@ -200,34 +216,10 @@ fn a_redirect_without_scheme_and_port_names_the_listener_port() {
     docs.push(redirect_route("one"));
     let t = translate_docs(&docs, &options());
     let pod = service_ports(&t, "one")[0].1;
-    let l = t
-        .table
-        .listeners
-        .iter()
-        .find(|l| l.port == pod)
-        .expect("listener");
-    let redirect = l
-        .virtual_hosts
-        .iter()
-        .flat_map(|v| v.routes.iter())
-        .find_map(|r| r.filters.as_ref().and_then(|f| f.redirect.clone()))
-        .expect("the redirect route");
-    assert_eq!(redirect.port, Some(80));
+    assert_eq!(redirect_on(&t, pod).port, Some(80));
     // File mode: the listener port is bound and the redirect keeps "the listener's port".
     let t = translate_docs(&docs, &Options::default());
-    let l = t
-        .table
-        .listeners
-        .iter()
-        .find(|l| l.port == 80)
-        .expect("port 80 bound");
-    let redirect = l
-        .virtual_hosts
-        .iter()
-        .flat_map(|v| v.routes.iter())
-        .find_map(|r| r.filters.as_ref().and_then(|f| f.redirect.clone()))
-        .expect("the redirect route");
-    assert_eq!(redirect.port, None);
+    assert_eq!(redirect_on(&t, 80).port, None);
 }
 
 #[test]

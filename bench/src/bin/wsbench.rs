@@ -93,6 +93,7 @@ impl Transport {
     }
 }
 
+#[derive(Clone)]
 struct Common {
     target: SocketAddr,
     host: String,
@@ -792,15 +793,7 @@ async fn scale(c: &Common, plan: ScalePlan) -> String {
     if plan.extra > 0 {
         let mut tasks = Vec::new();
         for i in 0..plan.extra {
-            let c2 = Common {
-                target: c.target,
-                host: c.host.clone(),
-                path: c.path.clone(),
-                pids: Vec::new(),
-                src_ips: c.src_ips.clone(),
-                deadline: c.deadline,
-                transport: c.transport,
-            };
+            let c2 = c.clone();
             tasks.push(tokio::task::spawn_local(async move {
                 try_extra(&c2, plan_index(i)).await
             }));
