@@ -565,7 +565,10 @@ impl Cluster {
 impl Stores {
     /// Everything the stores hold now.
     pub fn view(&self) -> ClusterView {
-        let (gateways, unparsed_gateways) = parse_gateways(collect(&self.gateways));
+        let dynamic = collect(&self.gateways)
+            .into_iter()
+            .map(Arc::unwrap_or_clone);
+        let (gateways, unparsed_gateways) = parse_gateways(dynamic.collect());
         ClusterView {
             snapshot: Snapshot {
                 ingresses: collect(&self.ingresses),
@@ -573,7 +576,7 @@ impl Stores {
                 services: collect(&self.services),
                 endpoint_slices: collect(&self.endpoint_slices),
                 secrets: collect(&self.secrets),
-                gateways,
+                gateways: gateways.into_iter().map(Arc::new).collect(),
                 gateway_api: crate::source::GatewayApi {
                     classes: collect(&self.gw_classes),
                     gateways: collect(&self.gw_gateways),
@@ -595,17 +598,13 @@ impl Stores {
     }
 }
 
-/// The objects of several stores, cloned and sorted by namespace and name (translation does not
+/// The objects of several stores, shared (not copied) and sorted by namespace and name (translation does not
 /// depend on the order, but logs and tests read better this way).
-fn collect<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<K>
+fn collect<K: Resource + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let mut out: Vec<K> = stores
-        .iter()
-        .flat_map(|s| s.state())
-        .map(|k| (*k).clone())
-        .collect();
+    let mut out: Vec<Arc<K>> = stores.iter().flat_map(|s| s.state()).collect();
     out.sort_by(|a, b| {
         let (a, b) = (a.meta(), b.meta());
         (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))

@@ -222,7 +222,7 @@ impl DeserializeFrom for serde_yaml::Value {
 /// Decodes a document into `T`, naming the field on failure (`spec.rules[0].http.paths[1].pathType: ...`).
 fn decode<T: DeserializeOwned + HasNamespace>(
     value: serde_yaml::Value,
-    into: &mut Vec<T>,
+    into: &mut Vec<std::sync::Arc<T>>,
 ) -> Result<(), String> {
     let mut obj: T = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -234,7 +234,7 @@ fn decode<T: DeserializeOwned + HasNamespace>(
         }
     })?;
     obj.default_namespace();
-    into.push(obj);
+    into.push(std::sync::Arc::new(obj));
     Ok(())
 }
 

@@ -74,8 +74,8 @@ pub(crate) fn from_annotations(
     obj: &ObjectRef,
     diags: &mut Diagnostics,
 ) -> Option<AffinityCookie> {
-    let get = |name: &str| annotations.and_then(|a| a.get(&format!("wsgate.dev/{name}")));
-    let field = |name: &str| format!("metadata.annotations[wsgate.dev/{name}]");
+    let get = |name: &str| annotations.and_then(|a| a.get(&super::text::annotation_key(name)));
+    let field = |name: &str| super::text::annotation_field(&super::text::annotation_key(name));
     let attributes = [
         "affinity-cookie-name",
         "affinity-cookie-max-age",

@@ -40,7 +40,7 @@ pub(crate) fn settings_from(
         let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
             continue;
         };
-        let field = format!("metadata.annotations[{key}]");
+        let field = super::text::AnnotationField(key);
         let d = &mut *diags;
         let ws = &mut s.websocket;
         match name {
@@ -183,7 +183,11 @@ pub(crate) fn settings_from(
             | "affinity-cookie-samesite" => {}
             // Read by `keep_original_path`.
             "path-normalization" => {}
-            _ => d.warn(obj, &field, format!("unknown annotation {key:?}; ignored")),
+            _ => d.warn(
+                obj,
+                field.to_string(),
+                format!("unknown annotation {key:?}; ignored"),
+            ),
         }
     }
     s.affinity = super::affinity::from_annotations(annotations, obj, diags);
@@ -217,7 +221,7 @@ pub(crate) fn keep_original_path(
     };
     let mut keep = false;
     let parsed = parse_path_normalization(value);
-    let field = format!("metadata.annotations[{key}]");
+    let field = super::text::annotation_field(key);
     apply(diags, obj, &field, parsed, &mut keep, false);
     keep
 }

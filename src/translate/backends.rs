@@ -4,8 +4,16 @@ use crate::ir::Endpoint;
 use crate::source::Snapshot;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+
+/// Lookup maps of one translation: keys are names from the snapshot, not from clients, and a
+/// 10,000-object snapshot hashes them tens of thousands of times, so the fast hasher.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A Service and one of its ports, by their addresses in the snapshot.
+type ServicePortKey = (usize, usize);
 
 /// A Service port as an Ingress or Gateway names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,21 +37,26 @@ impl std::fmt::Display for PortRef {
 pub(crate) struct Index<'a> {
     /// Secrets for TLS material.
     pub(crate) secrets: super::tls::Secrets<'a>,
-    services: HashMap<(&'a str, &'a str), &'a Service>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    services: FastMap<(&'a str, &'a str), &'a Service>,
+    slices: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// Endpoints already resolved, per (Service, ServicePort) of the snapshot (by address): the
+    /// paths of one Ingress, and the rules of routes, often name the same Service port.
+    resolved: RefCell<FastMap<ServicePortKey, Arc<[Endpoint]>>>,
 }
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 impl<'a> Index<'a> {
     pub(crate) fn new(snapshot: &'a Snapshot) -> Self {
-        let mut services = HashMap::new();
+        let mut services =
+            FastMap::with_capacity_and_hasher(snapshot.services.len(), Default::default());
         for s in &snapshot.services {
             if let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) {
-                services.insert((ns.as_str(), name.as_str()), s);
+                services.insert((ns.as_str(), name.as_str()), &**s);
             }
         }
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices: FastMap<(&str, &str), Vec<&EndpointSlice>> =
+            FastMap::with_capacity_and_hasher(snapshot.endpoint_slices.len(), Default::default());
         for es in &snapshot.endpoint_slices {
             let ns = es.metadata.namespace.as_deref().unwrap_or("default");
             if let Some(svc) = es
@@ -59,6 +72,7 @@ impl<'a> Index<'a> {
             secrets: super::tls::Secrets::new(snapshot),
             services,
             slices,
+            resolved: RefCell::default(),
         }
     }
 
@@ -91,6 +105,16 @@ impl<'a> Index<'a> {
         name: &str,
         port: &PortRef,
     ) -> Result<Vec<Endpoint>, String> {
+        self.resolve_shared(ns, name, port).map(|e| e.to_vec())
+    }
+
+    /// [`Index::resolve`], shared: each Service port is resolved once per translation.
+    pub(crate) fn resolve_shared(
+        &self,
+        ns: &str,
+        name: &str,
+        port: &PortRef,
+    ) -> Result<Arc<[Endpoint]>, String> {
         let svc = self
             .services
             .get(&(ns, name))
@@ -114,12 +138,31 @@ impl<'a> Index<'a> {
                 .as_deref()
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| format!("ExternalName Service {ns}/{name} has no externalName"))?;
-            return Ok(vec![Endpoint {
+            return Ok(Arc::new([Endpoint {
                 host: host.into(),
                 port: to_port(sp.port)?,
-            }]);
+            }]));
         }
+        let key = (
+            std::ptr::from_ref(*svc) as usize,
+            std::ptr::from_ref(sp) as usize,
+        );
+        let known = self.resolved.borrow().get(&key).cloned();
+        if let Some(found) = known {
+            return Ok(found);
+        }
+        let found = self.ready_endpoints(ns, name, sp)?;
+        self.resolved.borrow_mut().insert(key, found.clone());
+        Ok(found)
+    }
 
+    /// The ready endpoints of Service port `sp` of `ns/name`, from its EndpointSlices.
+    fn ready_endpoints(
+        &self,
+        ns: &str,
+        name: &str,
+        sp: &ServicePort,
+    ) -> Result<Arc<[Endpoint]>, String> {
         let want_name = sp.name.as_deref().unwrap_or("");
         let mut out = BTreeSet::new();
         for es in self.slices.get(&(ns, name)).into_iter().flatten() {

@@ -130,18 +130,19 @@ impl Diagnostics {
 }
 
 /// Writes the parsed value of `field` into `slot`, or reports it (an error, or a warning that
-/// the default is used) and leaves `slot` as it was.
-pub(crate) fn apply<T>(
+/// the default is used) and leaves `slot` as it was. The field path is made into text only
+/// when it is reported.
+pub(crate) fn apply<T, F: std::fmt::Display + ?Sized>(
     diags: &mut Diagnostics,
     obj: &ObjectRef,
-    field: &str,
+    field: &F,
     parsed: Result<T, String>,
     slot: &mut T,
     error: bool,
 ) {
     match parsed {
         Ok(v) => *slot = v,
-        Err(e) if error => diags.error(obj, field, e),
-        Err(e) => diags.warn(obj, field, format!("{e}; the default is used")),
+        Err(e) if error => diags.error(obj, field.to_string(), e),
+        Err(e) => diags.warn(obj, field.to_string(), format!("{e}; the default is used")),
     }
 }

@@ -44,14 +44,13 @@ pub(crate) fn from_annotations(
 ) -> Option<Firewall> {
     let annotations = annotations?;
     let get = |k: &str| {
+        let key = super::text::annotation_key(k);
         annotations
-            .get(&format!("wsgate.dev/{k}"))
-            .map(|v| (format!("metadata.annotations[wsgate.dev/{k}]"), v))
+            .get(&key)
+            .map(|v| (super::text::annotation_field(&key), v))
     };
-    let mut fw = Firewall {
-        id: obj.to_string().into(),
-        ..Firewall::default()
-    };
+    // The id (the object's name) is made only for an Ingress that has a firewall.
+    let mut fw = Firewall::default();
     let mut any = false;
     let list = |v: &str| {
         v.split(',')
@@ -99,7 +98,10 @@ pub(crate) fn from_annotations(
             ),
         }
     }
-    any.then_some(fw)
+    any.then(|| Firewall {
+        id: obj.to_string().into(),
+        ..fw
+    })
 }
 
 /// A Gateway's `firewall` block; invalid entries are errors naming their field and are left out.

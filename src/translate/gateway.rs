@@ -1,7 +1,7 @@
 //! `Gateway` objects -> listeners, pools, settings and routes, plus their status conditions.
 
 use super::backends::{Index, PortRef};
-use super::builder::{Origin, TableBuilder, Target};
+use super::builder::{Origin, Source, TableBuilder, Target};
 use super::conditions::Condition;
 use super::diagnostics::{Diagnostics, ObjectRef};
 use super::firewall;
@@ -468,8 +468,7 @@ impl<'a> Ctx<'a> {
             for h in hosts {
                 for p in paths {
                     let origin = Origin {
-                        created: self.created.clone(),
-                        object: self.obj.clone(),
+                        source: Source::new(self.created.clone(), self.obj.clone()),
                         field: field.to_string(),
                     };
                     b.route(*port, h.clone(), p.clone(), id.clone(), target, origin);

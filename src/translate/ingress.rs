@@ -2,15 +2,17 @@
 
 use super::annotations::settings_from;
 use super::backends::{Index, PortRef};
-use super::builder::{Origin, TableBuilder, Target};
+use super::builder::{Origin, Source, TableBuilder, Target};
 use super::diagnostics::{Diagnostics, ObjectRef};
 use super::firewall;
+use super::text;
 use super::{CONTROLLER_NAME, Options};
 use crate::ir::{
     Backend, BackendSettings, HostMatch, ListenerProtocol, PathMatch, Redacted, TlsCertificate,
 };
 use crate::source::Snapshot;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use std::fmt::Write;
 use std::sync::Arc;
 
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -18,7 +20,7 @@ const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 /// Whether an Ingress belongs to wsgate: its class is ours, or it has none and our IngressClass is
 /// the cluster default.
-pub fn is_ours(ing: &Ingress, classes: &[IngressClass], options: &Options) -> bool {
+pub fn is_ours(ing: &Ingress, classes: &[std::sync::Arc<IngressClass>], options: &Options) -> bool {
     let class = ing
         .spec
         .as_ref()
@@ -44,6 +46,18 @@ pub fn is_ours(ing: &Ingress, classes: &[IngressClass], options: &Options) -> bo
                     == Some("true")
         }),
     }
+}
+
+/// How many paths the snapshot's Ingresses declare (a size hint for the table builder).
+pub(crate) fn path_count(snapshot: &Snapshot) -> usize {
+    snapshot
+        .ingresses
+        .iter()
+        .filter_map(|i| i.spec.as_ref()?.rules.as_ref())
+        .flatten()
+        .filter_map(|r| r.http.as_ref())
+        .map(|h| h.paths.len())
+        .sum()
 }
 
 pub(crate) fn translate_all(
@@ -84,9 +98,9 @@ fn translate_one(
         .creation_timestamp
         .as_ref()
         .map(|t| t.0.to_string());
+    let source = Source::new(created, obj.clone());
     let origin = |field: String| Origin {
-        created: created.clone(),
-        object: obj.clone(),
+        source: source.clone(),
         field,
     };
     let Some(spec) = &ing.spec else {
@@ -97,7 +111,14 @@ fn translate_one(
     let port = options.http_port;
 
     if let Some(db) = &spec.default_backend
-        && let Some(backend) = backend_for(db, "spec.defaultBackend", &obj, &settings, index, diags)
+        && let Some(backend) = backend_for(
+            db,
+            &Field("spec.defaultBackend", ""),
+            &obj,
+            &settings,
+            index,
+            diags,
+        )
     {
         let target = Target {
             backend: b.backend(backend),
@@ -113,7 +134,7 @@ fn translate_one(
     }
 
     for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-        let rfield = format!("spec.rules[{ri}]");
+        let rfield = text::indexed("spec.rules", ri, "");
         let host = match HostMatch::parse(rule.host.as_deref().unwrap_or("")) {
             Ok(h) => h,
             Err(e) => {
@@ -122,8 +143,9 @@ fn translate_one(
             }
         };
         let Some(http) = &rule.http else { continue };
+        let paths_field = [rfield.as_str(), ".http.paths"].concat();
         for (pi, p) in http.paths.iter().enumerate() {
-            let pfield = format!("{rfield}.http.paths[{pi}]");
+            let pfield = text::indexed(&paths_field, pi, "");
             let text = p.path.as_deref().unwrap_or("/");
             let path = match p.path_type.as_str() {
                 "Exact" => PathMatch::exact(text),
@@ -141,7 +163,7 @@ fn translate_one(
             };
             let Some(backend) = backend_for(
                 &p.backend,
-                &format!("{pfield}.backend"),
+                &Field(&pfield, ".backend"),
                 &obj,
                 &settings,
                 index,
@@ -155,7 +177,7 @@ fn translate_one(
                 forward_original_path,
             };
             // The path as written keeps `/ws` (Exact) and `/ws/` (Prefix) apart in metrics.
-            let id: Arc<str> = format!("{ns}/{}/{host}{text}", obj.name).into();
+            let id: Arc<str> = route_id(&ns, &obj.name, &host, text).into();
             if tls_hosts.iter().any(|t| covers(t, &host)) {
                 b.route(
                     options.https_port,
@@ -248,7 +270,7 @@ fn tls_hosts(
 /// (503) and a warning, because Services and endpoints often appear after the Ingress.
 fn backend_for(
     ib: &IngressBackend,
-    field: &str,
+    field: &Field<'_>,
     obj: &ObjectRef,
     settings: &BackendSettings,
     index: &Index<'_>,
@@ -282,7 +304,7 @@ fn backend_for(
             return None;
         }
     };
-    let endpoints = match index.resolve(&obj.namespace, &svc.name, &port) {
+    let endpoints = match index.resolve_shared(&obj.namespace, &svc.name, &port) {
         Ok(eps) => eps,
         Err(e) => {
             diags.warn(
@@ -290,12 +312,34 @@ fn backend_for(
                 format!("{field}.service"),
                 format!("{e}; requests get 503 until it resolves"),
             );
-            Vec::new()
+            Arc::from([])
         }
     };
+    let mut id = String::with_capacity(obj.namespace.len() + obj.name.len() + svc.name.len() + 16);
+    // Writing to a String cannot fail.
+    let _ = write!(id, "{}/{}/{}:{port}", obj.namespace, obj.name, svc.name);
     Some(Backend {
-        id: format!("{}/{}/{}:{port}", obj.namespace, obj.name, svc.name).into(),
-        endpoints: endpoints.into(),
+        id: id.into(),
+        endpoints,
         settings: settings.clone(),
     })
+}
+
+/// A field path in two parts, joined only when a diagnostic prints it.
+struct Field<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
+    }
+}
+
+/// `NAMESPACE/NAME/HOSTPATH`, a route's metric and log name. Sized up front: growing the text
+/// by reallocation cost more than the rest of the route.
+fn route_id(ns: &str, name: &str, host: &HostMatch, path: &str) -> String {
+    let mut id = String::with_capacity(ns.len() + name.len() + path.len() + 64);
+    // Writing to a String cannot fail.
+    let _ = write!(id, "{ns}/{name}/{host}{path}");
+    id
 }

@@ -14,6 +14,7 @@ pub mod gateway_api;
 pub mod gateway_ports;
 mod ingress;
 mod settings;
+mod text;
 pub mod tls;
 
 pub use annotations::ANNOTATION_PREFIX;
@@ -85,6 +86,14 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translated {
     let mut diags = diagnostics::Diagnostics::default();
     let index = backends::Index::new(snapshot);
     let mut builder = builder::TableBuilder::new(options.http_port);
+    let paths = ingress::path_count(snapshot);
+    let rules: usize = snapshot
+        .gateway_api
+        .http_routes
+        .iter()
+        .map(|r| r.spec.rules.len().max(1))
+        .sum();
+    builder.reserve(paths + rules, paths + rules);
     ingress::translate_all(snapshot, options, &index, &mut builder, &mut diags);
     let gateway_statuses = gateway::translate_all(snapshot, &index, &mut builder, &mut diags);
     let gateway_api =

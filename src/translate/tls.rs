@@ -15,7 +15,7 @@ impl<'a> Secrets<'a> {
         let mut map = HashMap::new();
         for s in &snapshot.secrets {
             if let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) {
-                map.insert((ns.as_str(), name.as_str()), s);
+                map.insert((ns.as_str(), name.as_str()), &**s);
             }
         }
         Self(map)

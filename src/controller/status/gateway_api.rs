@@ -286,7 +286,7 @@ where
 /// is not a failure: the next pass no longer reports it).
 async fn write_namespaced<'a, K, S>(
     client: &Client,
-    objects: &'a [K],
+    objects: &'a [std::sync::Arc<K>],
     object: &ObjectRef,
     wanted: impl FnOnce(&'a K) -> (S, Option<&'a S>),
 ) -> bool
@@ -303,7 +303,7 @@ where
     }) else {
         return true;
     };
-    let (wanted, current) = wanted(found);
+    let (wanted, current) = wanted(&**found);
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace);
     write(api, &object.name, &wanted, current, &object.to_string()).await
 }

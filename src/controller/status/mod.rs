@@ -222,7 +222,7 @@ impl Feedback {
             .collect();
         let mut ok = true;
         for gw in &build.view.snapshot.gateways {
-            let Some(conditions) = by_ref.get(&ObjectRef::of("Gateway", gw)) else {
+            let Some(conditions) = by_ref.get(&ObjectRef::of("Gateway", &**gw)) else {
                 continue;
             };
             let wanted = gateway_wanted(gw, conditions, &build.bind_errors);

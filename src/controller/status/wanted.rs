@@ -63,7 +63,7 @@ pub fn service_addresses(svc: &Service) -> Vec<IngressLoadBalancerIngress> {
 
 /// Whether wsgate serves this Ingress (its class is ours, or it has none and our class is the
 /// default): the rule `translate()` applies.
-pub fn is_ours(ing: &Ingress, classes: &[IngressClass], options: &Options) -> bool {
+pub fn is_ours(ing: &Ingress, classes: &[std::sync::Arc<IngressClass>], options: &Options) -> bool {
     translate::is_ours(ing, classes, options)
 }
 
@@ -338,10 +338,14 @@ mod tests {
         assert!(!is_ours(&ingress(None, None), &[], &o));
         assert!(!is_ours(
             &ingress(None, None),
-            &[class("wsgate", false)],
+            &[class("wsgate", false).into()],
             &o
         ));
-        assert!(is_ours(&ingress(None, None), &[class("wsgate", true)], &o));
+        assert!(is_ours(
+            &ingress(None, None),
+            &[class("wsgate", true).into()],
+            &o
+        ));
     }
 
     fn conditions(resolved: bool) -> translate::GatewayConditions {

@@ -52,8 +52,8 @@ pub(crate) struct BackendTls {
 impl BackendTls {
     /// Parses every policy; problems are warnings on the policy naming the field.
     pub(crate) fn new(
-        list: &[BackendTLSPolicy],
-        config_maps: &[ConfigMap],
+        list: &[Arc<BackendTLSPolicy>],
+        config_maps: &[Arc<ConfigMap>],
         diags: &mut Diagnostics,
     ) -> Self {
         let sorted = super::oldest_first(list);
@@ -156,7 +156,7 @@ impl BackendTls {
 fn validate(
     p: &BackendTLSPolicy,
     object: &ObjectRef,
-    config_maps: &[ConfigMap],
+    config_maps: &[Arc<ConfigMap>],
     diags: &mut Diagnostics,
 ) -> (Result<Tls, String>, Vec<Condition>) {
     let v = &p.spec.validation;
@@ -221,7 +221,7 @@ fn validate(
 fn ca_refs(
     p: &BackendTLSPolicy,
     object: &ObjectRef,
-    config_maps: &[ConfigMap],
+    config_maps: &[Arc<ConfigMap>],
     diags: &mut Diagnostics,
 ) -> (Result<Tls, String>, Vec<Condition>) {
     let mut bundle = String::new();
@@ -294,7 +294,7 @@ fn ca_refs(
 }
 
 /// The `ca.crt` of ConfigMap `ns/name`, checked to hold at least one certificate.
-fn ca_bundle(config_maps: &[ConfigMap], ns: &str, name: &str) -> Result<String, String> {
+fn ca_bundle(config_maps: &[Arc<ConfigMap>], ns: &str, name: &str) -> Result<String, String> {
     let cm = config_maps
         .iter()
         .find(|c| {

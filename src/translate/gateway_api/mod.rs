@@ -141,8 +141,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 
 /// `list` oldest first, then by namespace and name: the Gateway API's order of precedence
 /// between conflicting objects (policies on the same target, for instance).
-pub(crate) fn oldest_first<K: kube::Resource>(list: &[K]) -> Vec<&K> {
-    let mut sorted: Vec<&K> = list.iter().collect();
+pub(crate) fn oldest_first<K: kube::Resource>(list: &[std::sync::Arc<K>]) -> Vec<&K> {
+    let mut sorted: Vec<&K> = list.iter().map(|k| &**k).collect();
     sorted.sort_by_key(|p| {
         let m = p.meta();
         (
@@ -199,6 +199,7 @@ pub(crate) fn translate_all(
         .gateways
         .iter()
         .filter(|g| ours.contains(&g.spec.gateway_class_name))
+        .map(|g| &**g)
         .collect();
     let pod_ports = options
         .gateway_ports

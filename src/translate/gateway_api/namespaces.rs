@@ -111,7 +111,7 @@ pub(crate) struct NamespaceLabels<'a>(HashMap<&'a str, &'a BTreeMap<String, Stri
 
 impl<'a> NamespaceLabels<'a> {
     /// Indexes the Namespace objects.
-    pub(crate) fn new(namespaces: &'a [Namespace]) -> Self {
+    pub(crate) fn new(namespaces: &'a [std::sync::Arc<Namespace>]) -> Self {
         Self(
             namespaces
                 .iter()
@@ -156,7 +156,7 @@ mod tests {
         }
     }
 
-    fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
+    fn ns(name: &str, labels: &[(&str, &str)]) -> std::sync::Arc<Namespace> {
         let mut n = Namespace::default();
         n.metadata.name = Some(name.into());
         n.metadata.labels = Some(
@@ -165,7 +165,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
-        n
+        std::sync::Arc::new(n)
     }
 
     #[test]

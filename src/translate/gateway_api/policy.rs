@@ -10,6 +10,7 @@ use crate::ir::{BackendSettings, Timeout};
 use crate::translate::conditions::Condition;
 use crate::translate::diagnostics::{Diagnostics, ObjectRef};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// What a policy targets, normalised.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,7 +42,7 @@ pub(crate) struct Policies {
 impl Policies {
     /// Parses every policy; invalid fields are errors on the policy. Kept whole: parsing,
     /// validation and conflict resolution share the per-policy error list and condition.
-    pub(crate) fn new(list: &[WebSocketPolicy], diags: &mut Diagnostics) -> Self {
+    pub(crate) fn new(list: &[Arc<WebSocketPolicy>], diags: &mut Diagnostics) -> Self {
         let sorted = super::oldest_first(list);
         let mut by_target = HashMap::new();
         let mut all = Vec::new();
@@ -188,8 +189,8 @@ impl Policies {
     /// Status per policy: `Accepted` for each ancestor Gateway of its targets.
     pub(crate) fn report(
         &self,
-        gateways: &[gwapi::Gateway],
-        routes: &[gwapi::HTTPRoute],
+        gateways: &[Arc<gwapi::Gateway>],
+        routes: &[Arc<gwapi::HTTPRoute>],
     ) -> Vec<PolicyReport> {
         let mut out = Vec::new();
         for (object, targets, conds) in &self.all {

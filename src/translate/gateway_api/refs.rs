@@ -4,7 +4,7 @@
 use crate::gwapi::ReferenceGrant;
 
 /// The ReferenceGrants of a snapshot.
-pub(crate) struct Grants<'a>(pub(crate) &'a [ReferenceGrant]);
+pub(crate) struct Grants<'a>(pub(crate) &'a [std::sync::Arc<ReferenceGrant>]);
 
 /// One reference: who refers, from where, to what.
 pub(crate) struct Reference<'a> {
@@ -51,7 +51,7 @@ mod tests {
     use super::*;
     use crate::gwapi::{ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo};
 
-    fn grant(ns: &str, from_ns: &str, to_name: Option<&str>) -> ReferenceGrant {
+    fn grant(ns: &str, from_ns: &str, to_name: Option<&str>) -> std::sync::Arc<ReferenceGrant> {
         let mut g = ReferenceGrant::new(
             "g",
             ReferenceGrantSpec {
@@ -68,7 +68,7 @@ mod tests {
             },
         );
         g.metadata.namespace = Some(ns.into());
-        g
+        std::sync::Arc::new(g)
     }
 
     fn r<'a>(from_ns: &'a str, to_ns: &'a str, name: &'a str) -> Reference<'a> {

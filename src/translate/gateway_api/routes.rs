@@ -13,7 +13,7 @@ use crate::ir::{
     Backend, BackendProtocol, BackendSettings, HostMatch, Redacted, RouteFilters, Timeout,
 };
 use crate::translate::backends::{Index, PortRef};
-use crate::translate::builder::{Origin, RouteExtras, TableBuilder, Target};
+use crate::translate::builder::{Origin, RouteExtras, Source, TableBuilder, Target};
 use crate::translate::conditions::Condition;
 use crate::translate::diagnostics::{Diagnostics, ObjectRef};
 use std::sync::Arc;
@@ -235,6 +235,7 @@ fn place_rules(
         .creation_timestamp
         .as_ref()
         .map(|t| t.0.to_string());
+    let source = Source::new(created, obj.clone());
     let default_rule = [HTTPRouteRule::default()];
     let rules: &[HTTPRouteRule] = if route.spec.rules.is_empty() {
         &default_rule
@@ -330,8 +331,7 @@ fn place_rules(
                             forward_original_path: false,
                         },
                         Origin {
-                            created: created.clone(),
-                            object: obj.clone(),
+                            source: source.clone(),
                             field: format!("{field}.matches[{mi}]"),
                         },
                         RouteExtras {

@@ -10,19 +10,19 @@ MFowETEPMA0GA1UEAwwGdGVzdGNhMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
 -----END CERTIFICATE-----
 ";
 
-fn policy(name: &str, created: &str, spec: &str) -> BackendTLSPolicy {
-    serde_yaml::from_str(&format!(
+fn policy(name: &str, created: &str, spec: &str) -> Arc<BackendTLSPolicy> {
+    Arc::new(serde_yaml::from_str(&format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: apps, creationTimestamp: \"{created}\"}}\nspec: {spec}\n"
     ))
-    .unwrap()
+    .unwrap())
 }
 
-fn config_map(name: &str, key: &str, value: &str) -> ConfigMap {
+fn config_map(name: &str, key: &str, value: &str) -> Arc<ConfigMap> {
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some(name.into());
     cm.metadata.namespace = Some("apps".into());
     cm.data = Some([(key.to_string(), value.to_string())].into());
-    cm
+    Arc::new(cm)
 }
 
 /// A real certificate (the CA above is only shaped like one).
