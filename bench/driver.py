@@ -1421,18 +1421,15 @@ def main():
                + "\n\n" + report(results, peers))
     else:
         md += "\n"
-    if "h2" in cases:
-        H = results.get("h2_case", {})
-        md += ("\n### WebSockets over HTTP/2 (RFC 8441) vs HTTP/1.1\n\n"
-               "Background load just before each peer (both cores, %): "
-               + ", ".join(f"{p} {H[p].get('busy_before_pct', 'n/a')}" for p in H if not H[p].get("skipped"))
-               + "\n\n" + report_h2(results, peers))
-    if "w2" in cases:
-        W = results.get("w2_case", {})
-        md += ("\n### Two workers\n\n"
-               "Background load just before each peer (both cores, %): "
-               + ", ".join(f"{p} {W[p].get('busy_before_pct', 'n/a')}" for p in W if not W[p].get("skipped"))
-               + "\n\n" + report_w2(results, peers))
+    for case, key, title, report_case in (
+            ("h2", "h2_case", "WebSockets over HTTP/2 (RFC 8441) vs HTTP/1.1", report_h2),
+            ("w2", "w2_case", "Two workers", report_w2)):
+        if case in cases:
+            C = results.get(key, {})
+            md += (f"\n### {title}\n\n"
+                   "Background load just before each peer (both cores, %): "
+                   + ", ".join(f"{p} {C[p].get('busy_before_pct', 'n/a')}" for p in C if not C[p].get("skipped"))
+                   + "\n\n" + report_case(results, peers))
     if "scale" in cases:
         md += "\n### Sessions at the open-file limit\n\n" + report_scale(results, peers)
     if "wsgate" in peers:

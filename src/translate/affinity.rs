@@ -75,7 +75,8 @@ pub(crate) fn from_annotations(
     diags: &mut Diagnostics,
 ) -> Option<AffinityCookie> {
     let get = |name: &str| annotations.and_then(|a| a.get(&super::text::annotation_key(name)));
-    let field = |name: &str| super::text::annotation_field(&super::text::annotation_key(name));
+    let field =
+        |name: &str| super::text::AnnotationField(&super::text::annotation_key(name)).to_string();
     let attributes = [
         "affinity-cookie-name",
         "affinity-cookie-max-age",

@@ -221,7 +221,7 @@ pub(crate) fn keep_original_path(
     };
     let mut keep = false;
     let parsed = parse_path_normalization(value);
-    let field = super::text::annotation_field(key);
+    let field = super::text::AnnotationField(key);
     apply(diags, obj, &field, parsed, &mut keep, false);
     keep
 }

@@ -216,7 +216,7 @@ impl TableBuilder {
             backends,
             firewalls,
             candidates,
-            defaults,
+            mut defaults,
             ..
         } = self;
         // Backends and firewalls in an order independent of the input's, decided first so that
@@ -314,7 +314,6 @@ impl TableBuilder {
         }
 
         let mut default_routes: HashMap<u16, (Route, Origin)> = HashMap::new();
-        let mut defaults = defaults;
         defaults.sort_by(|a, b| a.origin.cmp(&b.origin));
         for d in defaults {
             if let Some((_, winner)) = default_routes.get(&d.port) {

@@ -47,7 +47,7 @@ pub(crate) fn from_annotations(
         let key = super::text::annotation_key(k);
         annotations
             .get(&key)
-            .map(|v| (super::text::annotation_field(&key), v))
+            .map(|v| (super::text::AnnotationField(&key).to_string(), v))
     };
     // The id (the object's name) is made only for an Ingress that has a firewall.
     let mut fw = Firewall::default();

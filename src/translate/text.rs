@@ -10,11 +10,6 @@ pub(crate) fn annotation_key(name: &str) -> String {
     [ANNOTATION_PREFIX, name].concat()
 }
 
-/// `metadata.annotations[KEY]`.
-pub(crate) fn annotation_field(key: &str) -> String {
-    ["metadata.annotations[", key, "]"].concat()
-}
-
 /// `metadata.annotations[KEY]`, as text only when printed.
 pub(crate) struct AnnotationField<'a>(pub &'a str);
 
@@ -68,7 +63,7 @@ mod tests {
         }
         assert_eq!(annotation_key("affinity"), "wsgate.dev/affinity");
         assert_eq!(
-            annotation_field("wsgate.dev/x"),
+            AnnotationField("wsgate.dev/x").to_string(),
             "metadata.annotations[wsgate.dev/x]"
         );
     }
